@@ -1,0 +1,205 @@
+"""Load chat data from JSONL or JSON and normalise it to OpenAI-style messages.
+
+Three record formats are understood, one per line of a .jsonl file or one per element of a .json array:
+  OpenAI     {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
+  ShareGPT   {"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...]}
+  instruction{"instruction": "...", "input": "..." (optional), "response" or "output": "...", "system": optional}
+Every problem is a DataError naming the file, the 1-based line and the field, and saying what to do.
+Two turns in a row by the same role are refused, not merged: merging would silently change what is trained.
+"""
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import UserError
+
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+ROLES = ("system", "user", "assistant")
+
+
+class DataError(UserError):
+    def __init__(self, path, line, field_name, message):
+        self.path, self.line, self.field, self.message = str(path), line, field_name, message
+        where = self.path + (f":{line}" if line else "") + (f": {field_name}" if field_name else "")
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class Conversation:
+    messages: list[dict]
+    line: int  # 1-based line of the record in its file, for messages that point back at it
+
+
+@dataclass
+class LoadedData:
+    conversations: list[Conversation]
+    skipped: list[DataError] = field(default_factory=list)  # rows dropped by skip_bad_rows
+
+
+def read_records(path) -> list[tuple[int, object]]:
+    """(line, parsed JSON or DataError) for each record in a .jsonl or .json file."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "not found"
+        raise DataError(path, None, None, f"{what}; pass the path of a .jsonl or .json data file")
+    raw = path.read_bytes()
+    if path.suffix.lower() == ".json":
+        text = _decode_utf8(path, raw)
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            return _json_array(path, text)
+        # Not an array: a single object, or JSON Lines saved under a .json name.
+        try:
+            return [(1 + text[: len(text) - len(stripped)].count("\n"), json.loads(text))]
+        except json.JSONDecodeError as err:
+            if err.msg != "Extra data":
+                raise DataError(path, err.lineno, None, f"not JSON ({err.msg}, column {err.colno}); fix the syntax")
+    records = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line_text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            records.append((number, DataError(path, number, None, _not_utf8(err))))
+            continue
+        if not line_text.strip():
+            continue
+        try:
+            records.append((number, json.loads(line_text)))
+        except json.JSONDecodeError as err:
+            records.append((number, DataError(
+                path, number, None, f"not JSON ({err.msg}, column {err.colno}); each line must be one JSON object")))
+    return records
+
+
+def _decode_utf8(path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(path, raw[: err.start].count(b"\n") + 1, None, _not_utf8(err)) from None
+
+
+def _not_utf8(err: UnicodeDecodeError) -> str:
+    return (f"not UTF-8 text (byte 0x{err.object[err.start]:02x}); "
+            "save the file as UTF-8 (for example: iconv -f GBK -t UTF-8 in.jsonl > out.jsonl)")
+
+
+def _json_array(path, text: str) -> list[tuple[int, object]]:
+    """Parse a JSON array element by element so each record knows its line."""
+    decoder = json.JSONDecoder()
+    position = text.index("[") + 1
+    records = []
+
+    def skip(pos):
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        return pos
+
+    position = skip(position)
+    if position < len(text) and text[position] == "]":
+        return records
+    while True:
+        line = text.count("\n", 0, position) + 1
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as err:
+            raise DataError(path, err.lineno, None, f"not JSON ({err.msg}, column {err.colno}); fix the syntax") from None
+        records.append((line, value))
+        position = skip(position)
+        if position < len(text) and text[position] == ",":
+            position = skip(position + 1)
+            continue
+        if position < len(text) and text[position] == "]":
+            return records
+        raise DataError(path, text.count("\n", 0, position) + 1, None,
+                        "not JSON (expected ',' or ']' between records); fix the syntax")
+
+
+def to_messages(record, path, line) -> list[dict]:
+    """Normalise one record of any known format to a validated list of {"role", "content"}."""
+    if not isinstance(record, dict):
+        raise DataError(path, line, None, f"expected a JSON object, got {type(record).__name__}")
+    if "messages" in record:
+        turns, key, role_key, content_key, roles = record["messages"], "messages", "role", "content", None
+    elif "conversations" in record:
+        turns, key, role_key, content_key, roles = record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES
+    elif "instruction" in record and ("response" in record or "output" in record):
+        return _instruction(record, path, line)
+    else:
+        raise DataError(path, line, None,
+                        "none of the known formats: expected a 'messages' list (OpenAI), a 'conversations' list "
+                        "(ShareGPT) or 'instruction' with 'response'/'output'; this record has keys "
+                        f"{sorted(record)}")
+    if not isinstance(turns, list) or not turns:
+        raise DataError(path, line, key, "must be a non-empty list of turns")
+    messages = []
+    for i, turn in enumerate(turns):
+        where = f"{key}[{i}]"
+        if not isinstance(turn, dict):
+            raise DataError(path, line, where, f"each turn must be an object with '{role_key}' and '{content_key}'")
+        if roles is not None and role_key not in turn and "role" in turn:  # ShareGPT files written with role/content
+            role_key, content_key, roles = "role", "content", None
+        role = turn.get(role_key)
+        role = roles.get(role, role) if roles else role
+        if role not in ROLES:
+            allowed = "system, human or gpt" if roles else "system, user or assistant"
+            raise DataError(path, line, f"{where}.{role_key}", f"unknown role {turn.get(role_key)!r}; use {allowed}")
+        messages.append({"role": role, "content": _content(turn.get(content_key), path, line, f"{where}.{content_key}")})
+    _check_order(messages, path, line, key)
+    return messages
+
+
+def _instruction(record, path, line):
+    prompt = _content(record["instruction"], path, line, "instruction")
+    extra = record.get("input") or ""
+    if not isinstance(extra, str):
+        raise DataError(path, line, "input", f"must be a string, got {type(extra).__name__}")
+    if extra.strip():
+        prompt = f"{prompt}\n\n{extra}"
+    answer_key = "response" if "response" in record else "output"
+    messages = [{"role": "user", "content": prompt},
+                {"role": "assistant", "content": _content(record[answer_key], path, line, answer_key)}]
+    if record.get("system"):
+        messages.insert(0, {"role": "system", "content": _content(record["system"], path, line, "system")})
+    return messages
+
+
+def _content(value, path, line, where):
+    if not isinstance(value, str):
+        raise DataError(path, line, where, f"content must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(path, line, where, "content is empty; write the text or remove the turn")
+    return value  # kept exactly as written, surrounding white space included
+
+
+def _check_order(messages, path, line, key):
+    for i, message in enumerate(messages):
+        if message["role"] == "system" and i != 0:
+            raise DataError(path, line, f"{key}[{i}]", "a system turn may only come first")
+        if i and message["role"] == messages[i - 1]["role"]:
+            raise DataError(path, line, f"{key}[{i}]",
+                            f"two '{message['role']}' turns in a row ({key}[{i - 1}] and {key}[{i}]); they are not "
+                            "merged automatically: join them into one turn, or add the missing turn between them")
+    first = 1 if messages[0]["role"] == "system" else 0
+    if first < len(messages) and messages[first]["role"] != "user":
+        raise DataError(path, line, f"{key}[{first}]", "the conversation must start with a user turn "
+                        "(after an optional system turn)")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(path, line, key, "no assistant turn, so nothing would be trained; add the assistant's reply")
+
+
+def load_conversations(path, skip_bad_rows: bool = False) -> LoadedData:
+    """All conversations in `path`. A bad row raises DataError, or with skip_bad_rows is counted and skipped."""
+    loaded = LoadedData([])
+    for line, record in read_records(path):
+        try:
+            if isinstance(record, DataError):
+                raise record
+            loaded.conversations.append(Conversation(to_messages(record, path, line), line))
+        except DataError as err:
+            if not skip_bad_rows:
+                raise
+            loaded.skipped.append(err)
+    if not loaded.conversations:
+        raise DataError(path, None, None, "no usable conversations in this file"
+                        + (f" ({len(loaded.skipped)} bad rows skipped; the first: {loaded.skipped[0]})" if loaded.skipped else ""))
+    return loaded

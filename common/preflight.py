@@ -1,0 +1,44 @@
+"""Checks before training (seed 003): batch shapes and dtypes, labels that mask and train, a finite loss."""
+import math
+
+import torch
+
+from common.errors import UserError
+from common.labels import IGNORE_INDEX, marked_text
+
+
+def pad_batch(examples, pad_token_id) -> dict:
+    """A right-padded batch of {"input_ids", "labels"} examples, as tensors."""
+    width = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        input_ids[row, :n] = torch.tensor(e["input_ids"])
+        labels[row, :n] = torch.tensor(e["labels"])
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def preflight(model, tokenizer, examples, batch_size: int) -> float:
+    """Print and check one batch; return its loss. Raises UserError with the fix when a check fails."""
+    batch = pad_batch(examples[:batch_size], tokenizer.pad_token_id)
+    for name, tensor in batch.items():
+        print(f"  {name:15s} shape {tuple(tensor.shape)}  dtype {tensor.dtype}")
+    labels = batch["labels"]
+    if not (labels == IGNORE_INDEX).any():
+        raise UserError("preflight: no label is -100, so the prompt would be trained too; check the label layout")
+    if not (labels != IGNORE_INDEX).any():
+        raise UserError("preflight: every label is -100, so nothing would be trained; check the data has assistant turns")
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss.item()
+    if not math.isfinite(loss):
+        raise UserError(f"preflight: the loss of one forward pass is {loss}; lower the learning rate or check "
+                        "the model's dtype (fp16 overflows on some models: try bf16 or float32)")
+    print(f"  one forward pass: loss {loss:.4f}")
+    first = examples[0]
+    print("  example 0, trained part marked:")
+    print("  " + marked_text(tokenizer, first["input_ids"], first["labels"], color=False).replace("\n", "\n  "))
+    return loss

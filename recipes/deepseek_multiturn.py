@@ -1,0 +1,196 @@
+"""Fine-tune a DeepSeek chat model on multi-turn conversations, training on the assistant's words only.
+
+What it trains: LoRA adapters on every linear layer of deepseek-ai/deepseek-llm-7b-chat (or any
+DeepSeek / DeepSeek-R1-Distill id or local path), loaded in 4-bit (QLoRA) with Unsloth.
+On what: datasets/chat_multiturn (300 Chinese and English conversations, 2-3 exchanges each), or your
+own JSONL/JSON in OpenAI `messages`, ShareGPT `conversations` or instruction/response format.
+Labels: every assistant reply and its end-of-turn token; never system or user text or the "Assistant:"
+header (--label-layout all_turns | last_turn | split, see README).
+GPU memory: about 7 GB for the 7B model in 4-bit at 2K context, batch 2 (fits a free 15 GB T4);
+R1-Distill-Qwen-1.5B about 3 GB; R1-Distill-Llama-8B about 8 GB.
+
+    python recipes/deepseek_multiturn.py                                   # real model, GPU + internet
+    python recipes/deepseek_multiturn.py --model tiny                      # offline test model, CPU is fine
+    python recipes/deepseek_multiturn.py --model deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --output-dir runs/r1
+    python recipes/deepseek_multiturn.py --output-dir runs/r1 --resume     # continue after a disconnect
+
+Every config field below can be overridden with --field-name value (python ... --help lists them).
+"""
+# %% config
+from unsloth import FastLanguageModel, is_bfloat16_supported  # first: Unsloth patches transformers and TRL
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from common.config import parse_config
+from common.data import load_conversations
+from common.errors import UserError, report_user_errors
+from common.evaluate import compare_replies
+from common.labels import LAYOUTS, build_dataset
+from common.lora import resolve_targets
+from common.preflight import preflight
+from common.runs import prepare_run_dir, save_run_config
+from common.tiny_model import tiny_model_path
+
+
+@dataclass
+class Config:
+    model: str = "deepseek-ai/deepseek-llm-7b-chat"  # hub id, local path, or "tiny" (offline random-weight test model)
+    load_in_4bit: bool = True  # QLoRA; the tiny model always loads in float32
+    max_seq_length: int = 2048  # longer examples keep their first max_seq_length tokens
+    # LoRA
+    r: int = 16  # rank of the LoRA matrices
+    lora_alpha: int = 32  # LoRA scale is lora_alpha / r
+    lora_dropout: float = 0.0  # 0 keeps Unsloth's fastest LoRA path
+    bias: str = "none"  # none | all | lora_only
+    targets: str = "all-linear"  # attention | mlp | all-linear | a list like q_proj,v_proj
+    # data and labels
+    train_file: str = "datasets/chat_multiturn/train.jsonl"  # .jsonl or .json
+    eval_file: str = "datasets/chat_multiturn/test.jsonl"  # held-out conversations
+    label_layout: str = "all_turns"  # all_turns | last_turn | split
+    skip_bad_rows: bool = False  # skip and count bad rows instead of stopping at the first
+    # training
+    batch_size: int = 2  # per step; padding-free on a GPU, so no compute is spent on padding
+    grad_accum: int = 4  # gradient accumulation: an optimizer step sees batch_size * grad_accum examples
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # stop after this many optimizer steps (-1: run num_train_epochs)
+    warmup_steps: int = 5
+    lr_scheduler: str = "linear"
+    optim: str = "adamw_8bit"  # on CPU Unsloth swaps in adamw_torch_fused
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    save_steps: int = 20  # write a checkpoint every N optimizer steps (for --resume)
+    seed: int = 3407
+    # output
+    output_dir: str = "runs/deepseek_multiturn"  # a run directory; an existing one is never overwritten
+    resume: bool = False  # continue from the newest checkpoint in output_dir
+    overwrite: bool = False  # replace an existing output_dir instead of writing to output_dir-2
+    eval_prompts: int = 3  # held-out prompts answered by the base and the tuned model
+    max_new_tokens: int = 64
+
+
+sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
+cfg = parse_config(Config, description=__doc__)
+if cfg.label_layout not in LAYOUTS:
+    raise UserError(f"--label-layout {cfg.label_layout!r}: choose one of {', '.join(LAYOUTS)}")
+ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
+
+
+def data_path(name: str) -> Path:  # relative paths work from the project root or from where you run
+    return Path(name) if Path(name).exists() or Path(name).is_absolute() else ROOT / name
+
+
+# %% load
+# Read the data first: a bad file should fail in a second, not after a 5 GB download.
+train_data = load_conversations(data_path(cfg.train_file), cfg.skip_bad_rows)
+eval_data = load_conversations(data_path(cfg.eval_file), cfg.skip_bad_rows)
+for name, loaded in (("train", train_data), ("eval", eval_data)):
+    print(f"{name}: {len(loaded.conversations)} conversations" + (f", {len(loaded.skipped)} bad rows skipped"
+                                                                  if cfg.skip_bad_rows else ""))
+    for err in loaded.skipped[:5]:
+        print(f"  skipped {err}")
+
+dtype = None  # Unsloth picks bf16 where the GPU has it (Ampere and newer), else fp16 (T4)
+model_name = cfg.model
+if cfg.model == "tiny":
+    model_name, dtype, cfg.load_in_4bit = str(tiny_model_path("deepseek")), torch.float32, False
+    if cfg.learning_rate == Config.learning_rate:  # random weights need bigger steps to show the loss falling
+        cfg.learning_rate = 2e-3
+        print("tiny model: learning_rate 2e-3 (set --learning-rate to choose another)")
+model, tokenizer = FastLanguageModel.from_pretrained(
+    model_name=model_name, max_seq_length=cfg.max_seq_length, dtype=dtype, load_in_4bit=cfg.load_in_4bit)
+if not tokenizer.chat_template:
+    raise UserError(f"{cfg.model} has no chat template; use a chat model (for example deepseek-ai/deepseek-llm-7b-chat)")
+if tokenizer.pad_token is None:
+    tokenizer.pad_token = tokenizer.eos_token
+on_gpu = torch.cuda.is_available()
+if on_gpu:
+    gpu = torch.cuda.get_device_properties(0)
+    print(f"GPU {gpu.name}, {gpu.total_memory / 2**30:.1f} GiB; after loading: "
+          f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")
+
+# %% LoRA
+model = FastLanguageModel.get_peft_model(
+    model, r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias=cfg.bias,
+    target_modules=resolve_targets(cfg.targets, model), use_gradient_checkpointing="unsloth",
+    random_state=cfg.seed, max_seq_length=cfg.max_seq_length)
+model.print_trainable_parameters()
+
+# %% data and labels
+train_examples, train_stats = build_dataset(tokenizer, train_data.conversations, cfg.label_layout, cfg.max_seq_length)
+eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length)
+for name, stats in (("train", train_stats), ("eval", eval_stats)):
+    print(f"{name} [{cfg.label_layout}]: {stats['examples']} examples from {stats['conversations']} conversations, "
+          f"{stats['trained_tokens']} trained of {stats['tokens']} tokens, "
+          f"{stats['dropped_no_trained_token']} dropped (no trained token left after truncation)")
+if not train_examples:
+    raise UserError(f"{cfg.train_file}: no example has a trained token left; raise --max-seq-length")
+
+# %% preflight
+print("preflight:")
+preflight(model, tokenizer, train_examples, cfg.batch_size)
+
+# %% train
+run_dir, checkpoint = prepare_run_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
+save_run_config(cfg, run_dir)
+trainer = SFTTrainer(
+    model=model,
+    processing_class=tokenizer,
+    # input_ids + labels and no data_collator: TRL keeps our labels, and Unsloth keeps padding-free batching
+    train_dataset=Dataset.from_list(train_examples),
+    eval_dataset=Dataset.from_list(eval_examples),
+    args=SFTConfig(
+        output_dir=str(run_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type=cfg.lr_scheduler,
+        optim=cfg.optim,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        max_length=cfg.max_seq_length,
+        bf16=on_gpu and is_bfloat16_supported(),  # a T4 has no bf16: fp16 there
+        fp16=on_gpu and not is_bfloat16_supported(),
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        seed=cfg.seed,
+        report_to="none",
+    ),
+)
+start = time.time()
+trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+seconds = time.time() - start
+losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s; "
+      f"loss {losses[0]:.4f} (first) -> {losses[-1]:.4f} (last)" if losses else "no step was logged")
+if on_gpu:
+    print(f"peak GPU memory: {torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")
+
+# %% evaluate
+metrics = trainer.evaluate()
+print(f"held-out loss (assistant tokens only, {cfg.label_layout}): {metrics['eval_loss']:.4f}")
+FastLanguageModel.for_inference(model)
+replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens)
+
+# %% save
+adapter_dir = run_dir / "adapter"
+model.save_pretrained(adapter_dir)  # LoRA weights and adapter_config.json only, not the base model
+tokenizer.save_pretrained(adapter_dir)
+(run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+(run_dir / "eval.json").write_text(json.dumps({**metrics, "replies": replies, "train": train_stats,
+                                               "eval": eval_stats}, indent=1, ensure_ascii=False))
+print(f"saved the adapter, tokenizer and run config to {run_dir}")

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install everything the recipes need.
+#
+#   bash scripts/setup.sh            # makes .venv/ at the project root (Python 3.10+)
+#   bash scripts/setup.sh --system   # installs into the current Python instead (Colab, a container)
+#
+# Unsloth 2026.10.9 and unsloth_zoo 2026.10.9 both require certifi>=2026.10.19, which the package
+# registry does not serve yet. So pip installs the rest of the stack first (pyproject.toml lists every
+# package Unsloth really imports) and then those two with --no-deps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--system" ]; then
+    py=python3
+else
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    py=.venv/bin/python
+fi
+pip=("$py" -m pip install --disable-pip-version-check)
+
+"${pip[@]}" -q --upgrade pip setuptools
+# torch first and alone: a CUDA build that also runs on the CPU. With --system an installed torch that
+# Unsloth accepts (2.4 up to 2.14, as on Colab) is kept, to save a 3 GB download.
+if [ "${1:-}" != "--system" ] || ! "$py" -c 'import torch, torchvision, sys; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(not (2, 4) <= v < (2, 15))' 2>/dev/null; then
+    "${pip[@]}" -q "torch==2.14.1" "torchvision==0.29.1"
+fi
+"${pip[@]}" -q -e ".[test]"
+"${pip[@]}" -q --no-deps "unsloth==2026.10.9" "unsloth_zoo==2026.10.9"
+"$py" - <<'PY'
+import unsloth, trl, transformers, peft, torch
+print(f"ok: unsloth {unsloth.__version__}, trl {trl.__version__}, transformers {transformers.__version__}, "
+      f"peft {peft.__version__}, torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
+PY

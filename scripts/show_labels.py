@@ -1,0 +1,82 @@
+"""Show exactly which tokens a recipe trains on: the assistant's replies, nothing else.
+
+    python scripts/show_labels.py datasets/chat_multiturn/train.jsonl --model tiny
+    python scripts/show_labels.py my_data.jsonl --model deepseek-ai/deepseek-llm-7b-chat --label-layout split
+    python scripts/show_labels.py my_data.jsonl --model tiny --jsonl    # one JSON object per input row
+
+It needs only the tokenizer (no GPU, no model weights). The view marks the trained part in green (or
+between ⟦ and ⟧ when the output is not a terminal). With --jsonl each input row, in input order, prints
+{"line": N, "trained_spans": [...], "trained_tokens": T}: the decoded text of each maximal run of trained
+tokens. Under the default layout that is one span per assistant turn.
+"""
+import argparse
+import json
+import sys
+
+from common.data import DataError, read_records, to_messages
+from common.errors import report_user_errors
+from common.labels import IGNORE_INDEX, LAYOUTS, build_examples, marked_text, trained_spans
+
+
+def load_tokenizer(model: str):
+    from transformers import AutoTokenizer
+
+    if model == "tiny":
+        from common.tiny_model import tiny_model_path
+        model = str(tiny_model_path("deepseek"))
+    return AutoTokenizer.from_pretrained(model)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", help="a .jsonl or .json file (OpenAI messages, ShareGPT or instruction/response)")
+    parser.add_argument("--model", default="tiny", help="tiny, a hub id or a local path: whose tokenizer and chat template")
+    parser.add_argument("--label-layout", "--label_layout", default="all_turns", choices=LAYOUTS)
+    parser.add_argument("--max-seq-length", "--max_seq_length", type=int, default=2048, help="as in the recipe")
+    parser.add_argument("--jsonl", action="store_true", help="print one JSON object per input row")
+    parser.add_argument("--skip-bad-rows", "--skip_bad_rows", action="store_true",
+                        help="report a bad row and go on, instead of stopping at it")
+    args = parser.parse_args(argv)
+
+    records = read_records(args.data)  # a missing or unreadable file stops here, before the tokenizer loads
+    tokenizer = load_tokenizer(args.model)
+    color = sys.stdout.isatty()
+    totals = {"rows": 0, "examples": 0, "trained_tokens": 0, "dropped": 0, "bad_rows": 0}
+    for line, record in records:
+        try:
+            if isinstance(record, DataError):
+                raise record
+            messages = to_messages(record, args.data, line)
+        except DataError as err:
+            if not args.skip_bad_rows:
+                raise
+            totals["bad_rows"] += 1
+            if args.jsonl:
+                print(json.dumps({"line": line, "error": str(err), "trained_spans": []}, ensure_ascii=False))
+            else:
+                print(f"── line {line}: skipped: {err}")
+            continue
+        examples, dropped = build_examples(tokenizer, messages, args.label_layout, args.max_seq_length)
+        spans = [span for e in examples for span in trained_spans(tokenizer, e["input_ids"], e["labels"])]
+        trained = sum(label != IGNORE_INDEX for e in examples for label in e["labels"])
+        totals["rows"] += 1
+        totals["examples"] += len(examples)
+        totals["trained_tokens"] += trained
+        totals["dropped"] += dropped
+        if args.jsonl:
+            print(json.dumps({"line": line, "trained_spans": spans, "trained_tokens": trained}, ensure_ascii=False))
+            continue
+        for k, e in enumerate(examples, start=1):
+            n = sum(label != IGNORE_INDEX for label in e["labels"])
+            print(f"── line {line} · example {k}/{len(examples)} · {len(e['input_ids'])} tokens, {n} trained ──")
+            print(marked_text(tokenizer, e["input_ids"], e["labels"], color=color))
+        if dropped:
+            print(f"── line {line}: {dropped} example(s) dropped: no trained token within {args.max_seq_length} tokens")
+    if not args.jsonl:
+        print(f"{totals['rows']} rows -> {totals['examples']} examples [{args.label_layout}], "
+              f"{totals['trained_tokens']} trained tokens, {totals['dropped']} dropped, {totals['bad_rows']} bad rows skipped")
+
+
+if __name__ == "__main__":
+    sys.excepthook = report_user_errors
+    main()

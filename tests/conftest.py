@@ -1,0 +1,31 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from transformers import AutoTokenizer
+
+    from common.tiny_model import tiny_model_path
+    return AutoTokenizer.from_pretrained(tiny_model_path("deepseek"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama3_tokenizer():
+    from transformers import AutoTokenizer
+
+    from common.tiny_model import tiny_model_path
+    return AutoTokenizer.from_pretrained(tiny_model_path("llama3"))
+
+
+def run(args, timeout=600, **kwargs):
+    """Run a command from the project root, the way a user would; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env, **kwargs)

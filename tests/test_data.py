@@ -1,0 +1,126 @@
+"""Loading the three formats, and a clear error (file, line, field, what to do) for every bad input."""
+import json
+
+import pytest
+
+from common.data import DataError, load_conversations
+from conftest import ROOT, run
+
+GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
+                    encoding="utf-8")
+    return path
+
+
+def test_three_formats_normalise_to_the_same_messages(tmp_path):
+    openai = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                           {"role": "assistant", "content": "A"}]}
+    sharegpt = {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"},
+                                  {"from": "gpt", "value": "A"}]}
+    instruction = {"system": "S", "instruction": "Q", "response": "A"}
+    data = load_conversations(write_jsonl(tmp_path / "mixed.jsonl", [openai, sharegpt, instruction]))
+    assert [c.messages for c in data.conversations] == [openai["messages"]] * 3
+    assert [c.line for c in data.conversations] == [1, 2, 3]
+
+
+def test_instruction_input_and_output(tmp_path):
+    rows = [{"instruction": "Translate", "input": "你好", "output": "Hello"}]
+    (tmp_path / "a.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    messages = load_conversations(tmp_path / "a.json").conversations[0].messages
+    assert messages == [{"role": "user", "content": "Translate\n\n你好"}, {"role": "assistant", "content": "Hello"}]
+
+
+def test_json_array_records_know_their_lines(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text('[\n  {"instruction": "a", "output": "b"},\n\n  {"instruction": "c", "output": ""}\n]\n')
+    with pytest.raises(DataError) as err:
+        load_conversations(path)
+    assert (err.value.line, err.value.field) == (4, "output")
+
+
+def test_bundled_data_loads():
+    for name in ("chat_multiturn/train.jsonl", "chat_multiturn/test.jsonl", "samples/sharegpt.jsonl",
+                 "samples/instructions.json", "instructions/train.jsonl"):
+        assert load_conversations(ROOT / "datasets" / name).conversations
+
+
+BAD_ROWS = {
+    "not_json": ('{"messages": [', None, "not JSON"),
+    "unknown_format": ({"prompt": "hi", "answer": "yo"}, None, "none of the known formats"),
+    "unknown_role": ({"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "yo"}]},
+                     "messages[1].role", "unknown role 'bot'"),
+    "unknown_sharegpt_role": ({"conversations": [{"from": "human", "value": "hi"}, {"from": "robot", "value": "yo"}]},
+                              "conversations[1].from", "unknown role 'robot'; use system, human or gpt"),
+    "empty_content": ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
+                      "messages[1].content", "content is empty"),
+    "content_not_string": ({"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "yo"}]},
+                           "messages[0].content", "content must be a string, got list"),
+    "missing_content": ({"messages": [{"role": "user"}, {"role": "assistant", "content": "yo"}]},
+                        "messages[0].content", "content must be a string, got NoneType"),
+    "no_assistant": ({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]},
+                     "messages", "no assistant turn"),
+    "same_role_twice": ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                                      {"role": "assistant", "content": "c"}]},
+                        "messages[1]", "two 'user' turns in a row"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ROWS))
+def test_bad_row_names_file_line_and_field(tmp_path, case):
+    row, field, message = BAD_ROWS[case]
+    path = write_jsonl(tmp_path / "data.jsonl", [GOOD, GOOD, row, GOOD])
+    with pytest.raises(DataError) as err:
+        load_conversations(path)
+    assert err.value.path == str(path) and err.value.line == 3 and err.value.field == field
+    assert message in str(err.value)
+    assert str(err.value).startswith(f"{path}:3: ")
+    # --skip-bad-rows: the other rows load, the bad one is counted
+    data = load_conversations(path, skip_bad_rows=True)
+    assert len(data.conversations) == 3 and [e.line for e in data.skipped] == [3]
+
+
+def test_same_role_twice_says_it_is_refused_not_merged(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [BAD_ROWS["same_role_twice"][0]])
+    with pytest.raises(DataError, match="not merged"):
+        load_conversations(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="not found") as err:
+        load_conversations(tmp_path / "nope.jsonl")
+    assert err.value.path == str(tmp_path / "nope.jsonl")
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "gbk.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + json.dumps({"messages": [
+        {"role": "user", "content": "你好"}, {"role": "assistant", "content": "好"}]}, ensure_ascii=False).encode("gbk") + b"\n")
+    with pytest.raises(DataError, match="not UTF-8") as err:
+        load_conversations(path)
+    assert err.value.line == 2
+    assert len(load_conversations(path, skip_bad_rows=True).conversations) == 1
+    whole = tmp_path / "gbk.json"
+    whole.write_bytes(b'[\n{"instruction": "a", "output": "b"},\n{"instruction": "' + "好".encode("gbk") + b'", "output": "c"}\n]')
+    with pytest.raises(DataError, match="not UTF-8") as err:
+        load_conversations(whole)
+    assert err.value.line == 3
+
+
+def test_cli_error_is_one_line_exit_2_no_traceback(tmp_path):
+    path = write_jsonl(tmp_path / "data.jsonl", [GOOD, BAD_ROWS["unknown_role"][0]])
+    result = run(["scripts/show_labels.py", path, "--model", "tiny"])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"error: {path}:2: messages[1].role: unknown role 'bot'" in result.stderr
+    result = run(["scripts/show_labels.py", tmp_path / "missing.jsonl", "--model", "tiny"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "not found" in result.stderr
+
+
+def test_cli_skip_bad_rows_counts(tmp_path):
+    path = write_jsonl(tmp_path / "data.jsonl", [GOOD, "not json", BAD_ROWS["no_assistant"][0], GOOD])
+    result = run(["scripts/show_labels.py", path, "--model", "tiny", "--skip-bad-rows"])
+    assert result.returncode == 0, result.stderr
+    assert "2 rows -> 2 examples" in result.stdout and "2 bad rows skipped" in result.stdout

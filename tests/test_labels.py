@@ -1,0 +1,138 @@
+"""Assistant-only labels, checked span by span on adversarial conversations."""
+from pathlib import Path
+
+import pytest
+
+from common.data import load_conversations
+from common.labels import IGNORE_INDEX, TemplateError, build_dataset, build_examples, trained_spans
+
+ADVERSARIAL = Path(__file__).parent / "data" / "adversarial.jsonl"
+EOS = "<｜end▁of▁sentence｜>"
+
+
+def conversations():
+    return [c.messages for c in load_conversations(ADVERSARIAL).conversations]
+
+
+def replies(messages):
+    return [m["content"] for m in messages if m["role"] == "assistant"]
+
+
+def expected_deepseek(messages):
+    # DeepSeek renders "Assistant: " + content + eos and prompts with "Assistant:", so the model's part
+    # is the space, the reply exactly as written, and the end-of-sentence token.
+    return [" " + reply + EOS for reply in replies(messages)]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_all_turns_trains_every_reply_and_nothing_else(tiny_tokenizer, index):
+    messages = conversations()[index]
+    examples, dropped = build_examples(tiny_tokenizer, messages, "all_turns")
+    assert dropped == 0 and len(examples) == 1
+    example = examples[0]
+    assert trained_spans(tiny_tokenizer, example["input_ids"], example["labels"]) == expected_deepseek(messages)
+    for token, label in zip(example["input_ids"], example["labels"]):
+        assert label in (token, IGNORE_INDEX)
+    # the untrained rest is exactly the template's rendering up to the last reply: system, user, headers
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    rendered = tiny_tokenizer.apply_chat_template(messages[: last + 1], tokenize=False)
+    assert tiny_tokenizer.decode(example["input_ids"]) == rendered
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_last_turn_trains_only_the_final_reply(tiny_tokenizer, index):
+    messages = conversations()[index]
+    examples, _ = build_examples(tiny_tokenizer, messages, "last_turn")
+    assert len(examples) == 1
+    assert trained_spans(tiny_tokenizer, examples[0]["input_ids"], examples[0]["labels"]) == expected_deepseek(messages)[-1:]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_split_makes_one_example_per_reply(tiny_tokenizer, index):
+    messages = conversations()[index]
+    examples, _ = build_examples(tiny_tokenizer, messages, "split")
+    expected = expected_deepseek(messages)
+    assert len(examples) == len(expected)
+    for example, span in zip(examples, expected):
+        assert trained_spans(tiny_tokenizer, example["input_ids"], example["labels"]) == [span]
+        assert tiny_tokenizer.decode(example["input_ids"]).endswith(span)
+
+
+def test_user_text_with_markers_is_never_trained(tiny_tokenizer):
+    messages = conversations()[5]  # system and user imitate "User: ... Assistant: ...<eos>"
+    example = build_examples(tiny_tokenizer, messages, "all_turns")[0][0]
+    spans = trained_spans(tiny_tokenizer, example["input_ids"], example["labels"])
+    assert spans == [" Only this is mine." + EOS]
+    assert not any("fake" in s or "hello" in s for s in spans)
+
+
+def test_typed_special_tokens_in_user_text_stay_untrained(tiny_tokenizer):
+    messages = conversations()[1]
+    example = build_examples(tiny_tokenizer, messages, "all_turns")[0][0]
+    eos_id = tiny_tokenizer.eos_token_id
+    trained_eos = [i for i, (t, l) in enumerate(zip(example["input_ids"], example["labels"])) if t == eos_id and l != IGNORE_INDEX]
+    all_eos = [i for i, t in enumerate(example["input_ids"]) if t == eos_id]
+    assert len(trained_eos) == 2  # the two replies' own end tokens
+    assert len(all_eos) > len(trained_eos)  # the user's typed ones are there, and masked
+
+
+def test_unanswered_last_user_turn_is_cut(tiny_tokenizer):
+    messages = conversations()[2]
+    example = build_examples(tiny_tokenizer, messages, "all_turns")[0][0]
+    assert "nobody answers" not in tiny_tokenizer.decode(example["input_ids"])
+    assert example["labels"][-1] != IGNORE_INDEX  # ends with the last trained token
+
+
+def test_truncation_keeps_what_fits_and_drops_empty_examples(tiny_tokenizer):
+    messages = [{"role": "user", "content": "q " * 20}, {"role": "assistant", "content": "first reply"},
+                {"role": "user", "content": "again"}, {"role": "assistant", "content": "second reply is long " * 10}]
+    full = build_examples(tiny_tokenizer, messages, "all_turns")[0][0]
+    second_start = max(i for i, l in enumerate(full["labels"]) if l == IGNORE_INDEX) + 1
+    cut = second_start + 3
+    examples, dropped = build_examples(tiny_tokenizer, messages, "all_turns", max_length=cut)
+    assert dropped == 0 and len(examples[0]["input_ids"]) == cut
+    assert examples[0]["input_ids"] == full["input_ids"][:cut]
+    assert examples[0]["labels"] == full["labels"][:cut]
+    # with split, the second example has no trained token left within 5 tokens: dropped and counted
+    examples, dropped = build_examples(tiny_tokenizer, messages, "split", max_length=5)
+    assert examples == [] and dropped == 2
+
+
+def test_counts_per_layout(tiny_tokenizer):
+    convs = conversations()
+    stats = {layout: build_dataset(tiny_tokenizer, convs, layout, 2048)[1] for layout in ("all_turns", "last_turn", "split")}
+    n_replies = sum(len(replies(m)) for m in convs)
+    assert stats["all_turns"]["examples"] == len(convs) == stats["last_turn"]["examples"]
+    assert stats["split"]["examples"] == n_replies
+    # split trains each reply once, like all_turns; last_turn trains fewer tokens
+    assert stats["split"]["trained_tokens"] == stats["all_turns"]["trained_tokens"] > stats["last_turn"]["trained_tokens"]
+    assert stats["split"]["tokens"] > stats["all_turns"]["tokens"]  # the repeated context seed 001 warns about
+
+
+def test_llama3_template_spans(tiny_llama3_tokenizer):
+    for messages in conversations():
+        example = build_examples(tiny_llama3_tokenizer, messages, "all_turns")[0][0]
+        spans = trained_spans(tiny_llama3_tokenizer, example["input_ids"], example["labels"])
+        # Llama-3 trims the content and ends the turn with <|eot_id|>
+        assert spans == [reply.strip() + "<|eot_id|>" for reply in replies(messages)]
+
+
+def test_generation_prompt_that_is_not_a_prefix(tiny_tokenizer):
+    # DeepSeek-R1-Distill style: the generation prompt opens a <think> block the stored reply lacks.
+    tok = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
+    tok.chat_template = (
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '<｜User｜>' + m['content'] }}"
+        "{% elif m['role'] == 'assistant' %}{{ '<｜Assistant｜>' + m['content'] + eos_token }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<｜Assistant｜><think>\\n' }}{% endif %}")
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "<｜Assistant｜>x"}, {"role": "assistant", "content": "bye"}]
+    example = build_examples(tok, messages, "all_turns")[0][0]
+    assert trained_spans(tok, example["input_ids"], example["labels"]) == ["hello" + EOS, "bye" + EOS]
+
+
+def test_template_that_rewrites_history_is_refused(tiny_tokenizer):
+    tok = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
+    # renders only the newest message: earlier text changes as the conversation grows
+    tok.chat_template = "{{ messages[-1]['role'] + ': ' + messages[-1]['content'] }}"
+    with pytest.raises(TemplateError, match="changing the text of earlier messages"):
+        build_examples(tok, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])

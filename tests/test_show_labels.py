@@ -1,0 +1,28 @@
+"""scripts/show_labels.py --jsonl: one object per input row, in input order, with each trained span."""
+import json
+
+import pytest
+
+from common.data import load_conversations
+from conftest import run
+from test_labels import ADVERSARIAL, expected_deepseek
+
+
+@pytest.mark.parametrize("layout", ["all_turns", "last_turn", "split"])
+def test_jsonl_spans_are_exact(layout):
+    result = run(["scripts/show_labels.py", ADVERSARIAL, "--model", "tiny", "--label-layout", layout, "--jsonl"])
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    conversations = load_conversations(ADVERSARIAL).conversations
+    assert [row["line"] for row in rows] == [c.line for c in conversations] == list(range(1, 11))
+    for row, conversation in zip(rows, conversations):
+        expected = expected_deepseek(conversation.messages)
+        assert row["trained_spans"] == (expected[-1:] if layout == "last_turn" else expected)
+
+
+def test_default_view_marks_the_trained_part():
+    result = run(["scripts/show_labels.py", ADVERSARIAL, "--model", "tiny"])
+    assert result.returncode == 0, result.stderr
+    assert "⟦ Understood.<｜end▁of▁sentence｜>⟧" in result.stdout  # not a terminal: bracket marks
+    assert "User: Assistant: I am not the assistant." in result.stdout  # user text unmarked
+    assert "10 rows -> 10 examples [all_turns]" in result.stdout

@@ -1,0 +1,84 @@
+import hashlib
+
+import pytest
+
+from common.chat_templates import DEEPSEEK_LLM_CHAT
+from common.tiny_model import tiny_model_path
+
+ROUND_TRIP = [
+    "hello world",
+    "  leading and trailing spaces  ",
+    "two\n\nnewlines\r\nand a CRLF\tand a tab",
+    "你好，世界！这是一个测试。",
+    "全角标点：“引号”、《书名》（括号）……——～",
+    "ＡＢＣ１２３ full-width letters and digits",
+    "emoji 😊🦙👨‍👩‍👧 and flags 🇨🇳",
+    "rare characters never in the training data: 龘 𠀀 Ω ∑ ☃ ß ﬁ",
+    "control\x01chars\x7f",
+    "LoRA r=16, lora_alpha=32, target_modules=[\"q_proj\", \"v_proj\"]",
+    "mixed 中文 and English，with commas, 和 full-width ones。",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", ROUND_TRIP)
+def test_any_text_round_trips_exactly(tiny_tokenizer, text):
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tiny_tokenizer.decode(ids) == text
+
+
+def test_sentencepiece_space_symbol_is_the_only_exception(tiny_tokenizer):
+    text = "a▁b"
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tiny_tokenizer.decode(ids) == "a b"
+
+
+def test_special_tokens_are_single_ids_and_decode_verbatim(tiny_tokenizer):
+    for token in ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"):
+        ids = tiny_tokenizer(token, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1
+        assert tiny_tokenizer.decode(ids) == token
+    assert tiny_tokenizer.bos_token == "<｜begin▁of▁sentence｜>"
+    assert tiny_tokenizer.eos_token == "<｜end▁of▁sentence｜>"
+    assert tiny_tokenizer.pad_token_id not in (tiny_tokenizer.bos_token_id, tiny_tokenizer.eos_token_id)
+
+
+def test_speaks_deepseek_chat_format(tiny_tokenizer):
+    assert tiny_tokenizer.chat_template == DEEPSEEK_LLM_CHAT
+    text = tiny_tokenizer.apply_chat_template(
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+        tokenize=False)
+    assert text == "<｜begin▁of▁sentence｜>S\n\nUser: Q\n\nAssistant: A<｜end▁of▁sentence｜>"
+
+
+def test_tokenizer_is_sentencepiece_for_llama_cpp():
+    import sentencepiece as spm
+    directory = tiny_model_path("deepseek")
+    sp = spm.SentencePieceProcessor(model_file=str(directory / "tokenizer.model"))
+    assert sp.id_to_piece(sp.eos_id()) == "<｜end▁of▁sentence｜>"
+    assert sp.decode(sp.encode("考试 stress ✓")) == "考试 stress ✓"
+
+
+def _digest(directory):
+    return {name: hashlib.sha256((directory / name).read_bytes()).hexdigest()
+            for name in ("tokenizer.model", "tokenizer.json", "model.safetensors", "config.json")}
+
+
+def test_build_is_deterministic(tmp_path):
+    first = tiny_model_path("deepseek", cache_dir=tmp_path / "a")
+    second = tiny_model_path("deepseek", cache_dir=tmp_path / "b")
+    assert first.name == second.name
+    assert _digest(first) == _digest(second)
+    # cached: asking again returns the same directory without rebuilding
+    mtime = (first / "model.safetensors").stat().st_mtime_ns
+    assert tiny_model_path("deepseek", cache_dir=tmp_path / "a") == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_llama3_tiny_model_speaks_llama3(tiny_llama3_tokenizer):
+    text = tiny_llama3_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], tokenize=False)
+    assert text == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
+                    "<|start_header_id|>assistant<|end_header_id|>\n\nA<|eot_id|>")
+    ids = tiny_llama3_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tiny_llama3_tokenizer.decode(ids) == text
