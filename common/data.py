@@ -4,10 +4,12 @@ Three record formats are understood, one per line of a .jsonl file or one per el
   OpenAI     {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
   ShareGPT   {"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...]}
   instruction{"instruction": "...", "input": "..." (optional), "response" or "output": "...", "system": optional}
+  Guanaco    {"text": "### Human: ...### Assistant: ...### Human: ...### Assistant: ..."} (openassistant-guanaco)
 Every problem is a DataError naming the file, the 1-based line and the field, and saying what to do.
 Two turns in a row by the same role are refused, not merged: merging would silently change what is trained.
 """
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from common.errors import UserError
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 ROLES = ("system", "user", "assistant")
+GUANACO_MARKER = re.compile(r"### (Human|Assistant):")
 
 
 class DataError(UserError):
@@ -124,10 +127,13 @@ def to_messages(record, path, line) -> list[dict]:
         turns, key, role_key, content_key, roles = record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES
     elif "instruction" in record and ("response" in record or "output" in record):
         return _instruction(record, path, line)
+    elif isinstance(record.get("text"), str) and record["text"].lstrip().startswith("### Human:"):
+        return _guanaco(record["text"], path, line)
     else:
         raise DataError(path, line, None,
                         "none of the known formats: expected a 'messages' list (OpenAI), a 'conversations' list "
-                        "(ShareGPT) or 'instruction' with 'response'/'output'; this record has keys "
+                        "(ShareGPT), 'instruction' with 'response'/'output', or Guanaco 'text' starting with '### Human:'; "
+                        "this record has keys "
                         f"{sorted(record)}")
     if not isinstance(turns, list) or not turns:
         raise DataError(path, line, key, "must be a non-empty list of turns")
@@ -160,6 +166,17 @@ def _instruction(record, path, line):
                 {"role": "assistant", "content": _content(record[answer_key], path, line, answer_key)}]
     if record.get("system"):
         messages.insert(0, {"role": "system", "content": _content(record["system"], path, line, "system")})
+    return messages
+
+
+def _guanaco(text, path, line):
+    """Split the source format's "### Human:" / "### Assistant:" markers into turns (the source data's own
+    format, parsed once; labels never look at the text)."""
+    parts = GUANACO_MARKER.split(text)[1:]  # [role, content, role, content, ...]
+    messages = [{"role": "user" if role == "Human" else "assistant",
+                 "content": _content(content.strip(), path, line, f"text (turn {i // 2 + 1}, {role})")}
+                for i, (role, content) in enumerate(zip(parts[::2], parts[1::2]))]
+    _check_order(messages, path, line, "text")
     return messages
 
 

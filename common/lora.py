@@ -1,4 +1,12 @@
-"""Which layers get LoRA: presets by name, or an explicit comma-separated list checked against the model."""
+"""LoRA options shared by every recipe: which layers, which variant, and what each variant needs.
+
+Variants (seeds 000, 001, 004): plain LoRA, rsLoRA (scale alpha/sqrt(r)), DoRA (magnitude + direction),
+init gaussian | pissa (principal singular vectors) | loftq (quantisation-aware), and AdaLoRA (rank budget
+reallocated during training). Unsloth's get_peft_model does all but AdaLoRA; it refuses PiSSA and LoftQ
+on a 4-bit model, so those load the model in 16-bit. Every combination is checked here before a model loads.
+"""
+import math
+
 import torch
 
 from common.errors import UserError
@@ -9,6 +17,8 @@ PRESETS = {
     "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 FULLY_TRAINED = ("embed_tokens", "lm_head")  # trained whole (modules_to_save), not through LoRA
+INITS = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "loftq": "loftq"}
+NEEDS_16BIT = ("pissa", "loftq")
 
 
 def linear_layer_names(model) -> list[str]:
@@ -18,18 +28,138 @@ def linear_layer_names(model) -> list[str]:
     return sorted(names)
 
 
-def resolve_targets(targets: str, model) -> list[str]:
+def model_outline(model_name: str, trust_remote_code: bool = False):
+    """(parameter count, linear layer names) from the model's config alone: built on the meta device,
+    so nothing is downloaded but config.json and no memory is used."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_name, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return sum(p.numel() for p in model.parameters()), linear_layer_names(model)
+
+
+def resolve_targets(targets: str, available: list[str]) -> list[str]:
     """`targets` is a preset (attention, mlp, all-linear) or a list like "q_proj,v_proj,embed_tokens"."""
-    available = linear_layer_names(model)
     if targets in PRESETS:
         chosen = [name for name in PRESETS[targets] if name in available]
         if not chosen:
-            raise UserError(f"targets={targets!r} matches no layer of this model; its linear layers are: "
+            raise UserError(f"--targets {targets}: matches no layer of this model; its linear layers are: "
                             f"{', '.join(available)}")
         return chosen
     chosen = [name.strip() for name in targets.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in available and name not in FULLY_TRAINED]
     if unknown or not chosen:
-        raise UserError(f"targets: this model has no layer named {', '.join(unknown) or '(none given)'}; use a "
+        raise UserError(f"--targets: this model has no layer named {', '.join(unknown) or '(none given)'}; use a "
                         f"preset ({', '.join(PRESETS)}) or names from: {', '.join(available + list(FULLY_TRAINED))}")
     return chosen
+
+
+def check_lora_options(cfg, planned_steps: int) -> None:
+    """Refuse a combination that cannot work, with why and what to use instead. Runs before any model loads."""
+    if cfg.r <= 0:
+        raise UserError(f"--r {cfg.r}: the LoRA rank must be a positive integer (8, 16, 32 and 64 are common)")
+    if cfg.lora_alpha <= 0:
+        raise UserError(f"--lora-alpha {cfg.lora_alpha}: must be positive (often r or 2 * r)")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise UserError(f"--lora-dropout {cfg.lora_dropout}: must be in [0, 1)")
+    if cfg.bias not in ("none", "all", "lora_only"):
+        raise UserError(f"--bias {cfg.bias}: choose none, all or lora_only")
+    if cfg.init not in INITS:
+        raise UserError(f"--init {cfg.init}: choose one of {', '.join(INITS)}")
+    if cfg.init in NEEDS_16BIT and cfg.load_in_4bit:
+        raise UserError(f"--init {cfg.init} needs 16-bit base weights (it rewrites them from their SVD), and Unsloth "
+                        "refuses it on a 4-bit model: leave --load-in-4bit unset and the recipe loads in 16-bit, "
+                        "or use --init default or gaussian with 4-bit")
+    if not cfg.adalora:
+        return
+    for flag, clash, instead in (("use_dora", "DoRA", "drop --use-dora"),
+                                 ("use_rslora", "rsLoRA scaling", "drop --use-rslora")):
+        if getattr(cfg, flag):
+            raise UserError(f"--adalora with --{flag.replace('_', '-')}: PEFT's AdaLoRA has no {clash}; {instead}, "
+                            "or drop --adalora")
+    if cfg.init != "default":
+        raise UserError(f"--adalora with --init {cfg.init}: AdaLoRA starts from its own SVD form (P, zero Λ, Q); "
+                        "drop --init")
+    if cfg.init_r <= 0 or cfg.target_r <= 0 or cfg.target_r > cfg.init_r:
+        raise UserError(f"--adalora: need 0 < --target-r ({cfg.target_r}) <= --init-r ({cfg.init_r}): AdaLoRA starts "
+                        "every layer at init_r and prunes to an average of target_r")
+    if cfg.tinit + cfg.tfinal >= planned_steps:
+        raise UserError(f"--adalora: --tinit {cfg.tinit} + --tfinal {cfg.tfinal} must be below the {planned_steps} "
+                        "planned optimizer steps, or no step is left to reallocate ranks; lower them or train longer")
+    if cfg.deltaT <= 0:
+        raise UserError(f"--deltaT {cfg.deltaT}: must be a positive number of steps between reallocations")
+
+
+def planned_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int) -> int:
+    """Optimizer steps the trainer will run (AdaLoRA's schedule needs this number up front)."""
+    if max_steps > 0:
+        return max_steps
+    return max(1, math.ceil(epochs * math.ceil(n_examples / batch_size) / grad_accum))
+
+
+def memory_note(n_params: int) -> str:
+    """What loading in 16-bit instead of 4-bit costs, for the message that says we do it."""
+    gib16, gib4 = n_params * 2 / 2**30, n_params * 0.55 / 2**30  # nf4 + double quant: ~0.55 bytes/parameter
+    return (f"the weights take about {gib16:.1f} GiB in 16-bit instead of {gib4:.1f} GiB in 4-bit "
+            f"(+{gib16 - gib4:.1f} GiB of GPU memory)")
+
+
+def loftq_without_gpu():
+    """PEFT's LoftQ init (peft/utils/loftq_utils.py) computes on CUDA only. On a machine without a GPU,
+    run the same steps on the CPU: nf4-quantise the residual with bitsandbytes, then an SVD of what is left."""
+    import bitsandbytes as bnb
+    import peft.tuners.lora.layer as lora_layer
+    from peft.utils.loftq_utils import _low_rank_decomposition
+
+    @torch.no_grad()
+    def loftq_init(weight, num_bits: int, reduced_rank: int, num_iter: int = 1):
+        if num_bits != 4:
+            raise UserError("LoftQ on the CPU supports 4-bit only")
+        original, dtype = weight.float(), weight.dtype
+        residual = original.clone()
+        for i in range(num_iter):
+            quantized, state = bnb.functional.quantize_4bit(residual, quant_type="nf4", compress_statistics=False)
+            dequantized = bnb.functional.dequantize_4bit(quantized, state)
+            low_rank = _low_rank_decomposition(original - dequantized, reduced_rank=reduced_rank)
+            if i + 1 < num_iter:
+                residual = original - low_rank["L"] @ low_rank["R"]
+        return dequantized.to(dtype), low_rank["R"], low_rank["L"]
+
+    lora_layer.loftq_init = loftq_init
+
+
+def save_adapter(model, tokenizer, adapter_dir, cfg, run_dir) -> None:
+    """Save the adapter so that it reloads onto the original base model with the same logits.
+
+    PiSSA moves the principal part of W into the adapter, so the trained adapter is converted back to a plain
+    LoRA (rank 2r) against the original W, using the starting adapter saved before training. LoftQ replaces W
+    by its 4-bit approximation; PEFT's documented way is to save that base next to the adapter (loftq_base/).
+    """
+    if cfg.init == "pissa":
+        model.save_pretrained(adapter_dir, path_initial_model_for_weight_conversion=str(run_dir / "pissa_init"))
+        print("PiSSA: saved as a plain LoRA of rank 2r that applies to the original base model")
+    elif cfg.init == "loftq":
+        base_dir = run_dir / "loftq_base"
+        base = model.get_base_model()
+        # The base weights as a plain model has them: drop the LoRA tensors, unwrap "base_layer".
+        weights = {name.replace(".base_layer.", "."): tensor for name, tensor in base.state_dict().items()
+                   if "lora_" not in name}
+        base.save_pretrained(base_dir, state_dict=weights)
+        tokenizer.save_pretrained(base_dir)
+        config = model.peft_config["default"]
+        config.base_model_name_or_path = str(base_dir)
+        config.init_lora_weights, config.loftq_config = True, {}  # trained weights: nothing to initialise on load
+        model.save_pretrained(adapter_dir)
+        print(f"LoftQ: saved the base weights it starts from to {base_dir}; the adapter points at them")
+    else:
+        model.save_pretrained(adapter_dir)  # LoRA weights and adapter_config.json only, not the base model
+    tokenizer.save_pretrained(adapter_dir)
+
+
+def save_pissa_start(model, run_dir) -> None:
+    """PiSSA: keep the starting adapter, which save_adapter needs to convert the result to a plain LoRA."""
+    config = model.peft_config["default"]
+    config.init_lora_weights = True  # saved as a plain LoRA start, as PEFT's conversion expects
+    model.save_pretrained(run_dir / "pissa_init")
+    config.init_lora_weights = "pissa"

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import peft
 import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
@@ -34,23 +35,38 @@ from common.data import load_conversations
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
 from common.labels import LAYOUTS, build_dataset
-from common.lora import resolve_targets
+from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
+from common.lora import (INITS, NEEDS_16BIT, check_lora_options, loftq_without_gpu, memory_note, model_outline,
+                         planned_steps, resolve_targets, save_adapter, save_pissa_start)
 from common.preflight import preflight
 from common.runs import prepare_run_dir, save_run_config
 from common.tiny_model import tiny_model_path
+from common.timing import StepTimer
 
 
 @dataclass
 class Config:
     model: str = "deepseek-ai/deepseek-llm-7b-chat"  # hub id, local path, or "tiny" (offline random-weight test model)
-    load_in_4bit: bool = True  # QLoRA; the tiny model always loads in float32
+    load_in_4bit: bool | None = None  # unset: 4-bit (QLoRA) unless --init pissa/loftq needs 16-bit; tiny: float32
     max_seq_length: int = 2048  # longer examples keep their first max_seq_length tokens
     # LoRA
     r: int = 16  # rank of the LoRA matrices
     lora_alpha: int = 32  # LoRA scale is lora_alpha / r
     lora_dropout: float = 0.0  # 0 keeps Unsloth's fastest LoRA path
     bias: str = "none"  # none | all | lora_only
-    targets: str = "all-linear"  # attention | mlp | all-linear | a list like q_proj,v_proj
+    targets: str = "all-linear"  # attention | mlp | all-linear | a list like q_proj,v_proj (embed_tokens, lm_head: trained whole)
+    use_rslora: bool = False  # scale by lora_alpha / sqrt(r): steadier at high rank
+    use_dora: bool = False  # DoRA: learn magnitude and direction; better at low rank, slower
+    init: str = "default"  # default | gaussian | pissa | loftq (pissa and loftq load the model in 16-bit)
+    adalora: bool = False  # AdaLoRA: PEFT's, rank budget reallocated during training (not with dora/rslora/init)
+    init_r: int = 12  # AdaLoRA: starting rank of every layer
+    target_r: int = 8  # AdaLoRA: average rank left at the end
+    tinit: int = 5  # AdaLoRA: warm-up steps before any pruning
+    tfinal: int = 10  # AdaLoRA: last steps with ranks fixed
+    deltaT: int = 1  # AdaLoRA: steps between reallocations
+    beta1: float = 0.85  # AdaLoRA: EMA of importance scores
+    beta2: float = 0.85  # AdaLoRA: EMA of their uncertainty
+    orth_reg_weight: float = 0.5  # AdaLoRA: weight of the orthogonality penalty on P and Q
     # data and labels
     train_file: str = "datasets/chat_multiturn/train.jsonl"  # .jsonl or .json
     eval_file: str = "datasets/chat_multiturn/test.jsonl"  # held-out conversations
@@ -63,10 +79,11 @@ class Config:
     num_train_epochs: float = 1.0
     max_steps: int = -1  # stop after this many optimizer steps (-1: run num_train_epochs)
     warmup_steps: int = 5
-    lr_scheduler: str = "linear"
+    lr_scheduler: str = "linear"  # linear | cosine | constant ...
     optim: str = "adamw_8bit"  # on CPU Unsloth swaps in adamw_torch_fused
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    group_by_length: bool = False  # batch examples of similar length (matters only with padded batches)
     save_steps: int = 20  # write a checkpoint every N optimizer steps (for --resume)
     seed: int = 3407
     # output
@@ -98,30 +115,54 @@ for name, loaded in (("train", train_data), ("eval", eval_data)):
     for err in loaded.skipped[:5]:
         print(f"  skipped {err}")
 
-dtype = None  # Unsloth picks bf16 where the GPU has it (Ampere and newer), else fp16 (T4)
-model_name = cfg.model
+model_name = str(tiny_model_path("deepseek")) if cfg.model == "tiny" else cfg.model
+n_params, linear_layers = model_outline(model_name)  # from config.json alone: check the LoRA options first
+targets = resolve_targets(cfg.targets, linear_layers)
+n_examples = sum(1 if cfg.label_layout != "split" else sum(m["role"] == "assistant" for m in c.messages)
+                 for c in train_data.conversations)
+total_steps = planned_steps(n_examples, cfg.batch_size, cfg.grad_accum, cfg.num_train_epochs, cfg.max_steps)
+check_lora_options(cfg, total_steps)
+
+on_gpu = torch.cuda.is_available()
 if cfg.model == "tiny":
-    model_name, dtype, cfg.load_in_4bit = str(tiny_model_path("deepseek")), torch.float32, False
+    dtype, load_in_4bit = torch.float32, False
     if cfg.learning_rate == Config.learning_rate:  # random weights need bigger steps to show the loss falling
         cfg.learning_rate = 2e-3
         print("tiny model: learning_rate 2e-3 (set --learning-rate to choose another)")
+else:  # bf16 needs Ampere or newer; a T4 (Colab's free GPU) and a V100 get fp16
+    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float16
+    load_in_4bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else cfg.init not in NEEDS_16BIT
+    if not load_in_4bit and cfg.init in NEEDS_16BIT:
+        print(f"--init {cfg.init} needs 16-bit base weights: loading in 16-bit; {memory_note(n_params)}")
+print(f"loading {cfg.model}: {n_params / 1e9:.2f}B parameters, dtype {str(dtype).removeprefix('torch.')}, "
+      f"{'4-bit nf4 with double quantisation (QLoRA)' if load_in_4bit else 'no quantisation'}")
 model, tokenizer = FastLanguageModel.from_pretrained(
-    model_name=model_name, max_seq_length=cfg.max_seq_length, dtype=dtype, load_in_4bit=cfg.load_in_4bit)
+    model_name=model_name, max_seq_length=cfg.max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit)
 if not tokenizer.chat_template:
-    raise UserError(f"{cfg.model} has no chat template; use a chat model (for example deepseek-ai/deepseek-llm-7b-chat)")
+    raise UserError(f"{cfg.model} has no chat template: use a chat model, for example deepseek-ai/deepseek-llm-7b-chat")
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token
-on_gpu = torch.cuda.is_available()
 if on_gpu:
     gpu = torch.cuda.get_device_properties(0)
     print(f"GPU {gpu.name}, {gpu.total_memory / 2**30:.1f} GiB; after loading: "
           f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")
 
 # %% LoRA
-model = FastLanguageModel.get_peft_model(
-    model, r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias=cfg.bias,
-    target_modules=resolve_targets(cfg.targets, model), use_gradient_checkpointing="unsloth",
-    random_state=cfg.seed, max_seq_length=cfg.max_seq_length)
+callbacks = []
+if cfg.adalora:  # Unsloth has no AdaLoRA: PEFT's, with its rank budget updated after every optimizer step
+    if load_in_4bit:
+        model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    model = peft.get_peft_model(model, adalora_config(cfg, targets, total_steps))
+    callbacks.append(AdaLoraBudget(model))
+else:
+    if cfg.init == "loftq" and not on_gpu:
+        loftq_without_gpu()  # PEFT computes LoftQ on CUDA only
+    model = FastLanguageModel.get_peft_model(
+        model, r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias=cfg.bias,
+        target_modules=targets, use_rslora=cfg.use_rslora, use_dora=cfg.use_dora,
+        init_lora_weights=INITS[cfg.init], loftq_config=peft.LoftQConfig(loftq_bits=4) if cfg.init == "loftq" else None,
+        use_gradient_checkpointing="unsloth", random_state=cfg.seed, max_seq_length=cfg.max_seq_length)
+trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 model.print_trainable_parameters()
 
 # %% data and labels
@@ -141,6 +182,9 @@ preflight(model, tokenizer, train_examples, cfg.batch_size)
 # %% train
 run_dir, checkpoint = prepare_run_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
 save_run_config(cfg, run_dir)
+step_timer = StepTimer()
+if cfg.init == "pissa":
+    save_pissa_start(model, run_dir)
 trainer = SFTTrainer(
     model=model,
     processing_class=tokenizer,
@@ -157,6 +201,7 @@ trainer = SFTTrainer(
         max_steps=cfg.max_steps,
         warmup_steps=cfg.warmup_steps,
         lr_scheduler_type=cfg.lr_scheduler,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         optim=cfg.optim,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
@@ -170,6 +215,7 @@ trainer = SFTTrainer(
         seed=cfg.seed,
         report_to="none",
     ),
+    callbacks=[*callbacks, step_timer],
 )
 start = time.time()
 trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -177,8 +223,12 @@ seconds = time.time() - start
 losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s; "
       f"loss {losses[0]:.4f} (first) -> {losses[-1]:.4f} (last)" if losses else "no step was logged")
+training = {"steps": trainer.state.global_step, "seconds": round(seconds, 2), "median_step_seconds": step_timer.median(),
+            "trainable_params": trainable_params,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "peak_gpu_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if on_gpu else None}
 if on_gpu:
-    print(f"peak GPU memory: {torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")
+    print(f"peak GPU memory: {training['peak_gpu_gib']:.2f} GiB reserved")
 
 # %% evaluate
 metrics = trainer.evaluate()
@@ -187,10 +237,12 @@ FastLanguageModel.for_inference(model)
 replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens)
 
 # %% save
+if cfg.adalora:
+    print("AdaLoRA final ranks:")
+    report_adalora_ranks(model, cfg.init_r, run_dir / "adalora_ranks.json")
 adapter_dir = run_dir / "adapter"
-model.save_pretrained(adapter_dir)  # LoRA weights and adapter_config.json only, not the base model
-tokenizer.save_pretrained(adapter_dir)
+save_adapter(model, tokenizer, adapter_dir, cfg, run_dir)
 (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-(run_dir / "eval.json").write_text(json.dumps({**metrics, "replies": replies, "train": train_stats,
-                                               "eval": eval_stats}, indent=1, ensure_ascii=False))
+(run_dir / "eval.json").write_text(json.dumps({**metrics, "training": training, "replies": replies,
+                                               "train": train_stats, "eval": eval_stats}, indent=1, ensure_ascii=False))
 print(f"saved the adapter, tokenizer and run config to {run_dir}")

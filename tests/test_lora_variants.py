@@ -1,0 +1,92 @@
+"""Every LoRA variant trains the tiny Llama-3 model, its loss falls, and its adapter reloads exactly."""
+import json
+
+import pytest
+import torch
+
+from conftest import run
+from test_recipe import RUN_AND_PROBE
+
+VARIANTS = {
+    "lora": [],
+    "rslora": ["--use-rslora"],
+    "dora": ["--use-dora"],
+    "gaussian": ["--init", "gaussian"],
+    "pissa": ["--init", "pissa"],
+    "loftq": ["--init", "loftq"],
+    "adalora": ["--adalora", "--init-r", "6", "--target-r", "2", "--tinit", "2", "--tfinal", "3"],
+}
+
+
+def train(tmp_path, name, steps=12):
+    out = tmp_path / name
+    script = RUN_AND_PROBE.replace("deepseek_multiturn", "llama_text")
+    result = run(["-c", script, "--model", "tiny", "--max-steps", steps, "--eval-prompts", "0",
+                  "--output-dir", out, *VARIANTS[name]])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result.stdout
+
+
+def reload_logits(out):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = out / "adapter"
+    base_path = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    with torch.no_grad():
+        return model(input_ids=torch.load(out / "probe_ids.pt")).logits
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variant_trains_and_reloads(tmp_path, name):
+    out, stdout = train(tmp_path, name)
+    losses = [e["loss"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.03, losses
+    trained = torch.load(out / "probe_logits.pt")
+    reloaded = reload_logits(out)
+    assert torch.allclose(reloaded, trained, atol=1e-4), (reloaded - trained).abs().max()
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    if name == "pissa":  # converted to a plain LoRA against the original base model: rank 2r
+        assert config["init_lora_weights"] is True and config["r"] == 32
+    if name == "loftq":  # LoftQ's base weights are saved beside the adapter
+        assert config["base_model_name_or_path"] == str(out / "loftq_base")
+    if name in ("rslora", "dora"):
+        assert config["use_" + name] is True
+    if name == "adalora":
+        assert config["peft_type"] == "ADALORA"
+
+
+def test_adalora_reallocates_ranks(tmp_path):
+    out, stdout = train(tmp_path, "adalora", steps=20)
+    ranks = json.loads((out / "adalora_ranks.json").read_text())
+    assert len(ranks) == 14  # 2 layers x 7 linear layers
+    assert "AdaLoRA final ranks:" in stdout and "rank" in stdout
+    # every layer started at init_r=6; the budget (target_r=2 on average) was moved between layers
+    assert sum(ranks.values()) == 2 * len(ranks)
+    assert len(set(ranks.values())) > 1 and max(ranks.values()) > 2
+
+
+BAD = [
+    (["--r", "0"], "--r 0: the LoRA rank must be a positive integer"),
+    (["--adalora", "--use-dora"], "PEFT's AdaLoRA has no DoRA"),
+    (["--adalora", "--use-rslora"], "PEFT's AdaLoRA has no rsLoRA scaling"),
+    (["--adalora", "--init", "pissa"], "AdaLoRA starts from its own SVD form"),
+    (["--adalora", "--init-r", "4", "--target-r", "8"], "need 0 < --target-r (8) <= --init-r (4)"),
+    (["--adalora", "--tinit", "20", "--tfinal", "10", "--max-steps", "25"], "must be below the 25 planned optimizer steps"),
+    (["--init", "loftq", "--load-in-4bit"], "--init loftq needs 16-bit base weights"),
+    (["--init", "svd"], "--init svd: choose one of default, gaussian, pissa, loftq"),
+    (["--targets", "q_proj,qkv_proj"], "this model has no layer named qkv_proj; use a preset (attention, mlp, all-linear) "
+                                        "or names from: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_lora_options_stop_before_the_model_loads(tmp_path, args, message):
+    result = run(["recipes/llama_text.py", "--model", "tiny", "--output-dir", tmp_path / "r", *args])
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "loading " not in result.stdout  # refused before any model was loaded
+    assert not (tmp_path / "r").exists()
