@@ -1,4 +1,4 @@
-"""AdaLoRA (seed 000): PEFT's AdaLoraConfig, with the rank budget reallocated after every optimizer step.
+"""AdaLoRA: PEFT's AdaLoraConfig, with the rank budget reallocated after every optimizer step.
 
 Unsloth has no AdaLoRA, so the recipe attaches it with PEFT directly. AdaLoRA scores each singular value
 from its gradient and prunes the least important ones until the layers average target_r. Its schedule:
@@ -42,7 +42,7 @@ def adalora_ranks(model) -> dict[str, int]:
 
 
 def report_adalora_ranks(model, init_r: int, path) -> dict[str, int]:
-    """Print the final rank of every adapted layer (seed 000: monitor rank usage) and save them as JSON."""
+    """Print the final rank of every adapted layer (watch how the budget was used) and save them as JSON."""
     ranks = adalora_ranks(model)
     for name, rank in ranks.items():
         print(f"  {name:45s} rank {rank:2d} of {init_r}  {'#' * rank}")

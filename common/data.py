@@ -174,7 +174,7 @@ def _guanaco(text, path, line):
     format, parsed once; labels never look at the text)."""
     parts = GUANACO_MARKER.split(text)[1:]  # [role, content, role, content, ...]
     messages = [{"role": "user" if role == "Human" else "assistant",
-                 "content": _content(content.strip(), path, line, f"text (turn {i // 2 + 1}, {role})")}
+                 "content": _content(content.strip(), path, line, f"text (turn {i + 1}, {role})")}
                 for i, (role, content) in enumerate(zip(parts[::2], parts[1::2]))]
     _check_order(messages, path, line, "text")
     return messages

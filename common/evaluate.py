@@ -1,4 +1,4 @@
-"""After training: the base model's reply beside the tuned one for a few held-out prompts (seed 003)."""
+"""After training: the base model's reply beside the tuned one for a few held-out prompts."""
 import torch
 
 

@@ -6,7 +6,7 @@ what the model must produce, so it is the trained part: the reply and its end-of
 tokenized one by one, so a trained span starts and ends exactly at a token boundary, and no marker is
 ever searched for in the text: a user who types "Assistant:" or "<｜end▁of▁sentence｜>" stays untrained.
 
-Label layouts (seed 001), for a conversation  u1 a1 u2 a2 u3 a3:
+Label layouts, for a conversation  u1 a1 u2 a2 u3 a3:
   all_turns  one example:      labels = -100 a1 -100 a2 -100 a3   (default; every reply, no repeated work)
   last_turn  one example:      labels = -100 -100 -100 -100 -100 a3
   split      one per reply:    u1 a1 -> a1;  u1 a1 u2 a2 -> a2;  u1 a1 u2 a2 u3 a3 -> a3

@@ -1,6 +1,6 @@
 """LoRA options shared by every recipe: which layers, which variant, and what each variant needs.
 
-Variants (seeds 000, 001, 004): plain LoRA, rsLoRA (scale alpha/sqrt(r)), DoRA (magnitude + direction),
+Variants: plain LoRA, rsLoRA (scale alpha/sqrt(r)), DoRA (magnitude + direction),
 init gaussian | pissa (principal singular vectors) | loftq (quantisation-aware), and AdaLoRA (rank budget
 reallocated during training). Unsloth's get_peft_model does all but AdaLoRA; it refuses PiSSA and LoftQ
 on a 4-bit model, so those load the model in 16-bit. Every combination is checked here before a model loads.

@@ -1,4 +1,4 @@
-"""Checks before training (seed 003): batch shapes and dtypes, labels that mask and train, a finite loss."""
+"""Checks before training: batch shapes and dtypes, labels that mask and train, a finite loss."""
 import math
 
 import torch

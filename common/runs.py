@@ -7,8 +7,10 @@ from pathlib import Path
 
 
 def newest_checkpoint(run_dir) -> Path | None:
+    """The complete checkpoint-N with the highest N. A checkpoint cut off while saving (a Colab disconnect)
+    has no trainer_state.json, which the Trainer writes last, so it is skipped."""
     steps = [(int(m.group(1)), p) for p in Path(run_dir).glob("checkpoint-*")
-             if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and (p / "trainer_state.json").is_file()]
     return max(steps)[1] if steps else None
 
 

@@ -134,7 +134,7 @@ else:  # bf16 needs Ampere or newer; a T4 (Colab's free GPU) and a V100 get fp16
     load_in_4bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else cfg.init not in NEEDS_16BIT
     if not load_in_4bit and cfg.init in NEEDS_16BIT:
         print(f"--init {cfg.init} needs 16-bit base weights: loading in 16-bit; {memory_note(n_params)}")
-print(f"loading {cfg.model}: {n_params / 1e9:.2f}B parameters, dtype {str(dtype).removeprefix('torch.')}, "
+print(f"loading {cfg.model}: {n_params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
       f"{'4-bit nf4 with double quantisation (QLoRA)' if load_in_4bit else 'no quantisation'}")
 model, tokenizer = FastLanguageModel.from_pretrained(
     model_name=model_name, max_seq_length=cfg.max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit)
@@ -142,6 +142,7 @@ if not tokenizer.chat_template:
     raise UserError(f"{cfg.model} has no chat template: use a chat model, for example deepseek-ai/deepseek-llm-7b-chat")
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token
+print(f"attention: {model.config._attn_implementation} (FlashAttention 2 needs an Ampere or newer GPU; a T4 uses SDPA)")
 if on_gpu:
     gpu = torch.cuda.get_device_properties(0)
     print(f"GPU {gpu.name}, {gpu.total_memory / 2**30:.1f} GiB; after loading: "

@@ -56,7 +56,7 @@ def main(argv=None):
     rows = []
     for name in args.variants.split(","):
         flags = VARIANTS[name.strip()]
-        if name == "AdaLoRA":  # start at r + r/2 and prune to an average of r, as seed 000 does (12 -> 8)
+        if name == "AdaLoRA":  # start at r + r/2 and prune to an average of r (12 -> 8 at r=8, as suggested for 7B models)
             flags = flags + ["--init-r", str(args.r * 3 // 2), "--target-r", str(args.r),
                              "--tinit", str(max(1, args.max_steps // 10)), "--tfinal", str(max(1, args.max_steps // 5))]
         run_dir = out / name.replace(" ", "_")

@@ -1,4 +1,4 @@
-"""List a model's linear layers, grouped, and which --targets preset selects each (seed 001's print(model), made useful).
+"""List a model's linear layers, grouped, and which --targets preset selects each: print(model), made useful.
 
     python scripts/list_modules.py tiny
     python scripts/list_modules.py deepseek-ai/deepseek-llm-7b-chat

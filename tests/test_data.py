@@ -124,3 +124,22 @@ def test_cli_skip_bad_rows_counts(tmp_path):
     result = run(["scripts/show_labels.py", path, "--model", "tiny", "--skip-bad-rows"])
     assert result.returncode == 0, result.stderr
     assert "2 rows -> 2 examples" in result.stdout and "2 bad rows skipped" in result.stdout
+
+
+def test_guanaco_text_becomes_turns(tmp_path):
+    text = "### Human: 你好？### Assistant: 你好！有什么可以帮你？### Human: Tell me about LoRA.### Assistant: It adds low-rank updates."
+    data = load_conversations(write_jsonl(tmp_path / "g.jsonl", [{"text": text}]))
+    assert data.conversations[0].messages == [
+        {"role": "user", "content": "你好？"}, {"role": "assistant", "content": "你好！有什么可以帮你？"},
+        {"role": "user", "content": "Tell me about LoRA."}, {"role": "assistant", "content": "It adds low-rank updates."}]
+    assert len(load_conversations(ROOT / "datasets" / "guanaco_style" / "train.jsonl").conversations) == 120
+
+
+def test_guanaco_errors_name_the_turn(tmp_path):
+    path = write_jsonl(tmp_path / "g.jsonl", [GOOD, {"text": "### Human: hi### Assistant:   "}])
+    with pytest.raises(DataError, match="content is empty") as err:
+        load_conversations(path)
+    assert (err.value.line, err.value.field) == (2, "text (turn 2, Assistant)")
+    path = write_jsonl(tmp_path / "h.jsonl", [{"text": "### Human: a### Human: b### Assistant: c"}])
+    with pytest.raises(DataError, match="two 'user' turns in a row"):
+        load_conversations(path)
