@@ -36,8 +36,10 @@ from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
 from common.labels import LAYOUTS, build_dataset
 from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
+from common.loss_plot import save_loss_plot
 from common.lora import (INITS, NEEDS_16BIT, check_lora_options, loftq_without_gpu, memory_note, model_outline,
                          planned_steps, resolve_targets, save_adapter, save_pissa_start)
+from common.memory_plan import plan_memory
 from common.preflight import preflight
 from common.runs import prepare_run_dir, save_run_config
 from common.tiny_model import tiny_model_path
@@ -105,6 +107,15 @@ def data_path(name: str) -> Path:  # relative paths work from the project root o
     return Path(name) if Path(name).exists() or Path(name).is_absolute() else ROOT / name
 
 
+# Will it fit? Predicted from config.json alone, before any weights are downloaded (scripts/plan_memory.py).
+model_name = str(tiny_model_path("deepseek")) if cfg.model == "tiny" else cfg.model
+plan = plan_memory(model_name, seq=cfg.max_seq_length, r=cfg.init_r if cfg.adalora else cfg.r, batch=cfg.batch_size,
+                   load_in_4bit=cfg.model != "tiny" and cfg.load_in_4bit is not False and cfg.init not in NEEDS_16BIT)
+print(plan.summary())
+if not plan.fits:
+    print("warning: this run is predicted not to fit the GPU; see the suggestions above")
+
+
 # %% load
 # Read the data first: a bad file should fail in a second, not after a 5 GB download.
 train_data = load_conversations(data_path(cfg.train_file), cfg.skip_bad_rows)
@@ -115,7 +126,6 @@ for name, loaded in (("train", train_data), ("eval", eval_data)):
     for err in loaded.skipped[:5]:
         print(f"  skipped {err}")
 
-model_name = str(tiny_model_path("deepseek")) if cfg.model == "tiny" else cfg.model
 n_params, linear_layers = model_outline(model_name)  # from config.json alone: check the LoRA options first
 targets = resolve_targets(cfg.targets, linear_layers)
 n_examples = sum(1 if cfg.label_layout != "split" else sum(m["role"] == "assistant" for m in c.messages)
@@ -218,18 +228,21 @@ trainer = SFTTrainer(
     ),
     callbacks=[*callbacks, step_timer],
 )
+reserved_before = torch.cuda.max_memory_reserved() / 2**30 if on_gpu else 0.0
 start = time.time()
 trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 seconds = time.time() - start
 losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s; "
+tokens = max([entry.get("num_tokens", 0) for entry in trainer.state.log_history] or [0])  # real tokens, no padding
+print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s ({tokens / seconds:,.0f} tokens/s); "
       f"loss {losses[0]:.4f} (first) -> {losses[-1]:.4f} (last)" if losses else "no step was logged")
 training = {"steps": trainer.state.global_step, "seconds": round(seconds, 2), "median_step_seconds": step_timer.median(),
             "trainable_params": trainable_params,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "peak_gpu_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if on_gpu else None}
 if on_gpu:
-    print(f"peak GPU memory: {training['peak_gpu_gib']:.2f} GiB reserved")
+    print(f"peak GPU memory: {training['peak_gpu_gib']:.2f} GiB reserved, {training['peak_gpu_gib'] - reserved_before:.2f} "
+          f"of it for training; predicted {plan.peak_gib:.2f}")
 
 # %% evaluate
 metrics = trainer.evaluate()
@@ -244,6 +257,7 @@ if cfg.adalora:
 adapter_dir = run_dir / "adapter"
 save_adapter(model, tokenizer, adapter_dir, cfg, run_dir)
 (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+save_loss_plot(trainer.state.log_history, run_dir / "loss.png", title=cfg.model)
 (run_dir / "eval.json").write_text(json.dumps({**metrics, "training": training, "replies": replies,
                                                "train": train_stats, "eval": eval_stats}, indent=1, ensure_ascii=False))
 print(f"saved the adapter, tokenizer and run config to {run_dir}")
