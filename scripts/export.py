@@ -1,0 +1,39 @@
+"""Export a finished run: its LoRA adapter, the model merged in 16-bit, or GGUF files for llama.cpp and Ollama.
+
+    python scripts/export.py runs/deepseek_multiturn --to adapter        # copy of the LoRA adapter + tokenizer
+    python scripts/export.py runs/deepseek_multiturn --to merged16       # plain transformers model, 16-bit
+    python scripts/export.py runs/deepseek_multiturn --to gguf --quant f16,q8_0,q4_k_m --verify
+
+Everything goes to RUN_DIR/export/ (--out DIR to choose): adapter/, merged16/, gguf/RUN-QUANT.gguf and an Ollama
+gguf/RUN-QUANT.Modelfile beside each GGUF (`ollama create my-model -f gguf/RUN-q4_k_m.Modelfile`).
+--to gguf merges first (or reuses an existing merged16/) and always writes f16, the quantizer's input.
+--verify loads each GGUF with llama.cpp and the merged model with transformers, renders held-out conversations
+with each side's own chat template, and prints whether the prompt token ids match and how often the greedy
+tokens agree. An existing export is only replaced with --overwrite.
+"""
+import argparse
+import sys
+
+from common.errors import report_user_errors
+from common.export import QUANTS, TARGETS, export_run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", help="a finished run: the directory holding adapter/ and run_config.json")
+    parser.add_argument("--to", required=True, choices=TARGETS, help="what to export")
+    parser.add_argument("--quant", default="f16,q8_0,q4_k_m",
+                        help=f"GGUF types, comma-separated, from {', '.join(QUANTS)} (default: all three)")
+    parser.add_argument("--out", default=None, help="where to write (default: RUN_DIR/export)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    parser.add_argument("--verify", action="store_true", help="GGUF only: token parity of llama.cpp with transformers")
+    parser.add_argument("--base", default=None,
+                        help="the 16-bit base model to merge into (default: the adapter's base, -bnb-4bit dropped)")
+    args = parser.parse_args(argv)
+    export_run(args.run_dir, args.to, args.quant, out_dir=args.out, overwrite=args.overwrite,
+               verify_parity=args.verify, base=args.base)
+
+
+if __name__ == "__main__":
+    sys.excepthook = report_user_errors
+    main()
