@@ -72,9 +72,13 @@ def read_run(run_dir) -> tuple[Path, str]:
 
 
 def sixteen_bit_base(base: str) -> str:
-    """The 16-bit model to merge into. Unsloth trains 4-bit runs on `unsloth/NAME-bnb-4bit`, whose 16-bit twin
-    is `unsloth/NAME`; merging into 4-bit weights would round the merged weights to 4 bits."""
-    return base[: -len("-bnb-4bit")] if base.endswith("-bnb-4bit") else base
+    """The 16-bit model to merge into. Unsloth trains 4-bit runs on `unsloth/NAME-bnb-4bit` (or, for its dynamic
+    quants such as the vision models, `unsloth/NAME-unsloth-bnb-4bit`), whose 16-bit twin is `unsloth/NAME`;
+    merging into 4-bit weights would round the merged weights to 4 bits."""
+    for suffix in ("-unsloth-bnb-4bit", "-bnb-4bit"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
 
 
 def base_config(base: str):

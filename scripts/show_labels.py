@@ -8,6 +8,12 @@ It needs only the tokenizer (no GPU, no model weights). The view marks the train
 between ⟦ and ⟧ when the output is not a terminal). With --jsonl each input row, in input order, prints
 {"line": N, "trained_spans": [...], "trained_tokens": T}: the decoded text of each maximal run of trained
 tokens. Under the default layout that is one span per assistant turn.
+
+Image conversations (the vision recipe's data: content parts like {"type": "image", "image": "a.png"}) are
+rendered with the processor's chat template, each image shown as the <|image|> token where it stands (never
+trained); `--model tiny` is then the tiny Llama 3.2 Vision, and --jsonl rows also list their "images".
+
+    python scripts/show_labels.py datasets/vision/train.jsonl --model tiny
 """
 import argparse
 import json
@@ -16,11 +22,17 @@ import sys
 from common.data import DataError, read_records, to_messages
 from common.errors import report_user_errors
 from common.labels import IGNORE_INDEX, LAYOUTS, build_examples, marked_text, trained_spans
+from common.vision import build_vision_examples, is_vision_record, label_tokenizer, to_vision_messages
 
 
-def load_tokenizer(model: str):
-    from transformers import AutoTokenizer
+def load_tokenizer(model: str, vision: bool = False):
+    from transformers import AutoProcessor, AutoTokenizer
 
+    if vision:  # the processor's tokenizer, rendering with the processor's chat template
+        if model == "tiny":
+            from common.tiny_vision import tiny_vision_model_path
+            model = str(tiny_vision_model_path())
+        return label_tokenizer(AutoProcessor.from_pretrained(model))
     if model == "tiny":
         from common.tiny_model import tiny_model_path
         model = str(tiny_model_path("deepseek"))
@@ -39,14 +51,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     records = read_records(args.data)  # a missing or unreadable file stops here, before the tokenizer loads
-    tokenizer = load_tokenizer(args.model)
+    vision = any(is_vision_record(record) for _, record in records)  # image conversations: every row is one
+    tokenizer = load_tokenizer(args.model, vision)
     color = sys.stdout.isatty()
     totals = {"rows": 0, "examples": 0, "trained_tokens": 0, "dropped": 0, "bad_rows": 0}
     for line, record in records:
         try:
             if isinstance(record, DataError):
                 raise record
-            messages = to_messages(record, args.data, line)
+            conversation = to_vision_messages(record, args.data, line) if vision else to_messages(record, args.data, line)
         except DataError as err:
             if not args.skip_bad_rows:
                 raise
@@ -56,7 +69,10 @@ def main(argv=None):
             else:
                 print(f"── line {line}: skipped: {err}")
             continue
-        examples, dropped = build_examples(tokenizer, messages, args.label_layout, args.max_seq_length)
+        if vision:
+            examples, dropped = build_vision_examples(tokenizer, conversation, args.label_layout, args.max_seq_length)
+        else:
+            examples, dropped = build_examples(tokenizer, conversation, args.label_layout, args.max_seq_length)
         spans = [span for e in examples for span in trained_spans(tokenizer, e["input_ids"], e["labels"])]
         trained = sum(label != IGNORE_INDEX for e in examples for label in e["labels"])
         totals["rows"] += 1
@@ -64,11 +80,15 @@ def main(argv=None):
         totals["trained_tokens"] += trained
         totals["dropped"] += dropped
         if args.jsonl:
-            print(json.dumps({"line": line, "trained_spans": spans, "trained_tokens": trained}, ensure_ascii=False))
+            row = {"line": line, "trained_spans": spans, "trained_tokens": trained}
+            if vision:
+                row["images"] = [str(p) for p in conversation.images]
+            print(json.dumps(row, ensure_ascii=False))
             continue
         for k, e in enumerate(examples, start=1):
             n = sum(label != IGNORE_INDEX for label in e["labels"])
-            print(f"── line {line} · example {k}/{len(examples)} · {len(e['input_ids'])} tokens, {n} trained ──")
+            images = f" · images: {', '.join(e['image_files'])}" if vision else ""
+            print(f"── line {line} · example {k}/{len(examples)} · {len(e['input_ids'])} tokens, {n} trained{images} ──")
             print(marked_text(tokenizer, e["input_ids"], e["labels"], color=color))
         if dropped:
             print(f"── line {line}: {dropped} example(s) dropped: no trained token within {args.max_seq_length} tokens")

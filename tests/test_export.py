@@ -359,3 +359,10 @@ def test_failed_conversion_leaves_no_file(tmp_path):
     with pytest.raises(UserError, match="llama.cpp's converter failed"):
         convert_to_gguf(broken, target)
     assert list(target.parent.iterdir()) == []  # neither the final name nor a temporary one
+
+
+def test_sixteen_bit_twin_of_unsloth_4bit_names():
+    from common.export import sixteen_bit_base
+    assert sixteen_bit_base("unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit") == "unsloth/Meta-Llama-3.1-8B-Instruct"
+    assert sixteen_bit_base("unsloth/Llama-3.2-11B-Vision-Instruct-unsloth-bnb-4bit") == "unsloth/Llama-3.2-11B-Vision-Instruct"
+    assert sixteen_bit_base("deepseek-ai/deepseek-llm-7b-chat") == "deepseek-ai/deepseek-llm-7b-chat"

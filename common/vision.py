@@ -1,0 +1,276 @@
+"""Image chat data for the vision recipe: load and check it, build exact assistant-only labels, batch it.
+
+One record per line of a .jsonl file (or per element of a .json array), OpenAI messages with content parts:
+  {"messages": [{"role": "user", "content": [{"type": "image", "image": "images/a.png"}, {"type": "text", "text": "..."}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "..."}]}, ...]}
+A content may also be a plain string. An image path is relative to the data file's folder (or absolute).
+Every problem is a DataError naming the file, line and field: a missing image file, a file that is not an
+image, an image part with no image, and what Llama 3.2 Vision's chat template cannot render.
+
+Labels come from common/labels.py unchanged: the chat template is rendered one message at a time and only
+the text each assistant message adds after the generation prompt is trained. An image part renders as
+<|image|> inside a user message, so it is never trained, and neither is the prompt.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from common.data import DataError, LoadedData, _check_order, read_records
+from common.labels import IGNORE_INDEX, TemplateError, build_examples
+
+IMAGE_TOKEN = "<|image|>"  # Llama 3.2 Vision's; the template puts one where each image part stands
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class VisionConversation:
+    messages: list[dict]  # every content a list of {"type": "text", "text"} / {"type": "image", "image"} parts
+    images: list[Path]  # the image files, in the order their parts appear
+    line: int
+
+
+def is_vision_record(record) -> bool:
+    """A record with content parts (lists) rather than plain strings: the vision format."""
+    return isinstance(record, dict) and isinstance(record.get("messages"), list) and any(
+        isinstance(m, dict) and isinstance(m.get("content"), list) for m in record["messages"])
+
+
+def check_image(file: Path, path, line, where: str, written: str):
+    from PIL import Image, UnidentifiedImageError
+
+    if not file.is_file():
+        raise DataError(path, line, where, f"image file not found: {written} (looked for {file}); image paths are "
+                        "relative to the data file's folder")
+    try:
+        with Image.open(file) as image:
+            image.verify()  # reads the whole file: a truncated or corrupt image fails here, not mid-training
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(path, line, where, f"cannot read {written} as an image ({type(err).__name__}: {err}); "
+                        "replace it with a PNG or JPEG file") from None
+
+
+def to_vision_messages(record, path, line) -> VisionConversation:
+    """Validate one record and normalise every content to a list of parts."""
+    if not isinstance(record, dict) or not isinstance(record.get("messages"), list) or not record["messages"]:
+        raise DataError(path, line, "messages", 'expected {"messages": [...]} with a non-empty list of turns, '
+                        'images given as {"type": "image", "image": "path.png"} content parts')
+    folder = Path(path).parent
+    messages, images = [], []
+    for i, turn in enumerate(record["messages"]):
+        where = f"messages[{i}]"
+        role = turn.get("role") if isinstance(turn, dict) else None
+        if role not in ROLES:
+            raise DataError(path, line, f"{where}.role", f"unknown role {role!r}; each turn is an object with "
+                            "\"role\" (system, user or assistant) and \"content\"")
+        content = turn.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        if not isinstance(content, list) or not content:
+            raise DataError(path, line, f"{where}.content", "must be a string or a non-empty list of "
+                            '{"type": "text", "text": ...} and {"type": "image", "image": ...} parts')
+        parts = []
+        for j, part in enumerate(content):
+            at = f"{where}.content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                text = part.get("text")
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(path, line, f"{at}.text", "a text part needs non-empty \"text\"")
+                if IMAGE_TOKEN in text:
+                    raise DataError(path, line, f"{at}.text", f"the text contains {IMAGE_TOKEN}, the token that stands "
+                                    "for an image, but no image goes with it; give images as image parts, not as text")
+                parts.append({"type": "text", "text": text})
+            elif kind == "image":
+                written = part.get("image", part.get("path"))
+                if not isinstance(written, str) or not written.strip():
+                    raise DataError(path, line, at, 'an image part with no image: give the file as {"type": "image", '
+                                    '"image": "images/name.png"} (relative to the data file)')
+                if turn["role"] != "user":
+                    raise DataError(path, line, at, f"an image in a {turn['role']} turn; images go in user turns "
+                                    "(the model reads images, it does not write them)")
+                file = Path(written) if Path(written).is_absolute() else folder / written
+                check_image(file, path, line, f"{at}.image", written)
+                images.append(file)
+                parts.append({"type": "image", "image": written})
+            else:
+                raise DataError(path, line, f"{at}.type", f"unknown part type {kind!r}; use \"text\" or \"image\"")
+        messages.append({"role": turn["role"], "content": parts})
+    _check_order(messages, path, line, "messages")
+    if not images:
+        raise DataError(path, line, "messages", "no image in this conversation; the vision recipe trains on image "
+                        "conversations: add an image part to the first user turn (text-only data: recipes/llama_text.py)")
+    if messages[0]["role"] == "system":
+        raise DataError(path, line, "messages[0]", "Llama 3.2 Vision's chat template refuses a system message in a "
+                        "conversation with an image; put its text in the first user turn")
+    if not any(p["type"] == "image" for p in messages[0]["content"]):
+        raise DataError(path, line, "messages[0].content", "the first user turn has no image; Llama 3.2 "
+                        "Vision's template renders a conversation differently once it holds an image, so the first "
+                        "image must come in the first user turn")
+    return VisionConversation(messages, images, line)
+
+
+def load_vision_conversations(path, skip_bad_rows: bool = False) -> LoadedData:
+    """All image conversations in `path`. A bad row raises DataError, or with skip_bad_rows is counted and skipped."""
+    loaded = LoadedData([])
+    for line, record in read_records(path):
+        try:
+            if isinstance(record, DataError):
+                raise record
+            loaded.conversations.append(to_vision_messages(record, path, line))
+        except DataError as err:
+            if not skip_bad_rows:
+                raise
+            loaded.skipped.append(err)
+    if not loaded.conversations:
+        skipped = f" ({len(loaded.skipped)} bad rows skipped; the first: {loaded.skipped[0]})" if loaded.skipped else ""
+        raise DataError(path, None, None, "no usable conversations in this file" + skipped)
+    return loaded
+
+
+def label_tokenizer(processor):
+    """The processor's tokenizer, rendering with the processor's chat template (the one inference uses), so
+    common/labels.py can render and tokenize with a single object."""
+    tokenizer = processor.tokenizer
+    if getattr(processor, "chat_template", None):
+        tokenizer.chat_template = processor.chat_template
+    return tokenizer
+
+
+def build_vision_examples(tokenizer, conversation: VisionConversation, layout: str, max_length: int | None):
+    """common.labels.build_examples, plus the image files each example shows (its first k images, where k is the
+    number of <|image|> tokens left in it: a `split` example or a truncated one may stop before a later image)."""
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    examples, dropped = build_examples(tokenizer, conversation.messages, layout, max_length)
+    for example in examples:
+        if image_id in [label for label in example["labels"] if label != IGNORE_INDEX]:
+            raise TemplateError(f"line {conversation.line}: an {IMAGE_TOKEN} token would be trained; the chat template "
+                                "renders images inside an assistant reply")
+        example["image_files"] = [str(p) for p in conversation.images[: example["input_ids"].count(image_id)]]
+    return [e for e in examples if e["image_files"]], dropped + sum(not e["image_files"] for e in examples)
+
+
+def build_vision_dataset(tokenizer, conversations, layout: str, max_length: int):
+    """Examples for all conversations, and counts for the log (as common.labels.build_dataset)."""
+    examples, dropped = [], 0
+    for conversation in conversations:
+        new, lost = build_vision_examples(tokenizer, conversation, layout, max_length)
+        examples += new
+        dropped += lost
+    stats = {
+        "conversations": len(conversations),
+        "examples": len(examples),
+        "images": sum(len(e["image_files"]) for e in examples),
+        "dropped_no_trained_token": dropped,
+        "tokens": sum(len(e["input_ids"]) for e in examples),
+        "trained_tokens": sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples),
+    }
+    return examples, stats
+
+
+def load_images(files) -> list:
+    from PIL import Image
+
+    images = []
+    for file in files:
+        with Image.open(file) as image:
+            images.append(image.convert("RGB"))
+    return images
+
+
+class MllamaCollator:
+    """Batches of {"input_ids", "labels", "image_files"} examples for Llama 3.2 Vision, with the labels kept as built.
+
+    The text is already tokenized (the labels were made from those exact tokens), so the processor is used for
+    the images only, and Mllama's cross_attention_mask is built as MllamaProcessor builds it: each <|image|>
+    token's image is seen by the tokens after it. Unsloth's UnslothVisionDataCollator tokenizes the rendered
+    text again and takes its labels from that (every token, or a marker search with train_on_responses_only),
+    and the CPU backend has no vision collator, hence this one.
+    """
+
+    def __init__(self, processor, pad_token_id: int, dtype: torch.dtype = torch.float32):
+        self.processor, self.pad_token_id, self.dtype = processor, pad_token_id, dtype
+
+    def __call__(self, examples: list[dict]) -> dict:
+        from transformers.models.mllama.processing_mllama import (convert_sparse_cross_attention_mask_to_dense,
+                                                                  get_cross_attention_token_mask)
+
+        width = max(len(e["input_ids"]) for e in examples)
+        input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, e in enumerate(examples):
+            n = len(e["input_ids"])
+            input_ids[row, :n] = torch.tensor(e["input_ids"])
+            labels[row, :n] = torch.tensor(e["labels"])
+            attention_mask[row, :n] = 1
+        image_inputs = self.processor.image_processor([load_images(e["image_files"]) for e in examples], return_tensors="pt")
+        num_tiles = image_inputs.pop("num_tiles")
+        image_token_id = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        cross_attention_mask = convert_sparse_cross_attention_mask_to_dense(
+            [get_cross_attention_token_mask(e["input_ids"], image_token_id) for e in examples],
+            num_tiles=num_tiles, max_num_tiles=self.processor.image_processor.max_image_tiles, length=width)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "pixel_values": image_inputs["pixel_values"].to(self.dtype),
+                "aspect_ratio_ids": image_inputs["aspect_ratio_ids"], "aspect_ratio_mask": image_inputs["aspect_ratio_mask"],
+                "cross_attention_mask": torch.from_numpy(cross_attention_mask)}
+
+
+@torch.no_grad()
+def generate_vision_reply(model, processor, messages, images, max_new_tokens: int) -> str:
+    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = processor(images=[load_images(images)], text=[prompt], add_special_tokens=False, return_tensors="pt")
+    inputs = inputs.to(next(model.parameters()).device)
+    tokenizer = processor.tokenizer
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def compare_vision_replies(model, processor, conversations, max_new_tokens: int) -> list[dict]:
+    """For each conversation, answer its first question about its image without and with LoRA, beside the reference."""
+    rows = []
+    for conversation in conversations:
+        messages = conversation.messages
+        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompt = messages[:first]
+        images = conversation.images[: sum(p["type"] == "image" for m in prompt for p in m["content"])]
+        with model.disable_adapter():  # the same weights with LoRA switched off: the base model
+            base = generate_vision_reply(model, processor, prompt, images, max_new_tokens)
+        tuned = generate_vision_reply(model, processor, prompt, images, max_new_tokens)
+        question = " ".join(p["text"] for p in prompt[-1]["content"] if p["type"] == "text")
+        reference = " ".join(p["text"] for p in messages[first]["content"] if p["type"] == "text")
+        rows.append({"image": str(images[-1]), "prompt": question, "reference": reference, "base": base, "tuned": tuned})
+        print(f"--- image:     {images[-1].name}\n    prompt:    {question}\n    reference: {reference}\n"
+              f"    base:      {base}\n    tuned:     {tuned}")
+    return rows
+
+
+def preflight_vision(model, collator, tokenizer, examples, batch_size: int) -> float:
+    """common/preflight.py for image batches: shapes and dtypes, labels that mask and train, a finite loss."""
+    import math
+
+    from common.errors import UserError
+    from common.labels import marked_text
+
+    batch = collator(examples[:batch_size])
+    for name, tensor in batch.items():
+        print(f"  {name:20s} shape {tuple(tensor.shape)}  dtype {tensor.dtype}")
+    labels = batch["labels"]
+    if not (labels == IGNORE_INDEX).any():
+        raise UserError("preflight: no label is -100, so the prompt would be trained too; check the label layout")
+    if not (labels != IGNORE_INDEX).any():
+        raise UserError("preflight: every label is -100, so nothing would be trained; check the data has assistant turns")
+    if (labels == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any():
+        raise UserError(f"preflight: an {IMAGE_TOKEN} token is trained; check the chat template")
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss.item()
+    if not math.isfinite(loss):
+        raise UserError(f"preflight: the loss of one forward pass is {loss}; lower the learning rate or check "
+                        "the model's dtype (fp16 overflows on some models: try bf16 or float32)")
+    print(f"  one forward pass: loss {loss:.4f}")
+    first = examples[0]
+    print(f"  example 0 ({', '.join(Path(f).name for f in first['image_files'])}), trained part marked:")
+    print("  " + marked_text(tokenizer, first["input_ids"], first["labels"], color=False).replace("\n", "\n  "))
+    return loss
