@@ -55,7 +55,7 @@ def resolve_targets(targets: str, available: list[str]) -> list[str]:
     return chosen
 
 
-def check_lora_options(cfg, planned_steps: int) -> None:
+def check_lora_options(cfg) -> None:
     """Refuse a combination that cannot work, with why and what to use instead. Runs before any model loads."""
     if cfg.r <= 0:
         raise UserError(f"--r {cfg.r}: the LoRA rank must be a positive integer (8, 16, 32 and 64 are common)")
@@ -84,11 +84,15 @@ def check_lora_options(cfg, planned_steps: int) -> None:
     if cfg.init_r <= 0 or cfg.target_r <= 0 or cfg.target_r > cfg.init_r:
         raise UserError(f"--adalora: need 0 < --target-r ({cfg.target_r}) <= --init-r ({cfg.init_r}): AdaLoRA starts "
                         "every layer at init_r and prunes to an average of target_r")
-    if cfg.tinit + cfg.tfinal >= planned_steps:
-        raise UserError(f"--adalora: --tinit {cfg.tinit} + --tfinal {cfg.tfinal} must be below the {planned_steps} "
-                        "planned optimizer steps, or no step is left to reallocate ranks; lower them or train longer")
     if cfg.deltaT <= 0:
         raise UserError(f"--deltaT {cfg.deltaT}: must be a positive number of steps between reallocations")
+
+
+def check_adalora_schedule(cfg, planned_steps: int) -> None:
+    """AdaLoRA's schedule has to fit the run: known once the data is read, still before the model loads."""
+    if cfg.adalora and cfg.tinit + cfg.tfinal >= planned_steps:
+        raise UserError(f"--adalora: --tinit {cfg.tinit} + --tfinal {cfg.tfinal} must be below the {planned_steps} "
+                        "planned optimizer steps, or no step is left to reallocate ranks; lower them or train longer")
 
 
 def planned_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int) -> int:

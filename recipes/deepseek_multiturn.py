@@ -39,8 +39,8 @@ from common.export import export_run
 from common.labels import LAYOUTS, build_dataset
 from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
 from common.loss_plot import save_loss_plot
-from common.lora import (INITS, NEEDS_16BIT, check_lora_options, loftq_without_gpu, memory_note, model_outline,
-                         planned_steps, resolve_targets, save_adapter, save_pissa_start)
+from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_options, loftq_without_gpu,
+                         memory_note, model_outline, planned_steps, resolve_targets, save_adapter, save_pissa_start)
 from common.memory_plan import plan_memory
 from common.preflight import preflight
 from common.runs import prepare_run_dir, save_run_config
@@ -110,6 +110,7 @@ ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Pa
 def data_path(name: str) -> Path:  # relative paths work from the project root or from where you run
     return Path(name) if Path(name).exists() or Path(name).is_absolute() else ROOT / name
 
+check_lora_options(cfg)  # a combination that cannot work stops here, before anything is downloaded
 
 # Will it fit? Predicted from config.json alone, before any weights are downloaded (scripts/plan_memory.py).
 model_name = str(tiny_model_path("deepseek")) if cfg.model == "tiny" else cfg.model
@@ -135,7 +136,7 @@ targets = resolve_targets(cfg.targets, linear_layers)
 n_examples = sum(1 if cfg.label_layout != "split" else sum(m["role"] == "assistant" for m in c.messages)
                  for c in train_data.conversations)
 total_steps = planned_steps(n_examples, cfg.batch_size, cfg.grad_accum, cfg.num_train_epochs, cfg.max_steps)
-check_lora_options(cfg, total_steps)
+check_adalora_schedule(cfg, total_steps)
 
 on_gpu = torch.cuda.is_available()
 if cfg.model == "tiny":
