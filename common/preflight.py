@@ -22,10 +22,15 @@ def pad_batch(examples, pad_token_id) -> dict:
 
 
 def preflight(model, tokenizer, examples, batch_size: int) -> float:
-    """Print and check one batch; return its loss. Raises UserError with the fix when a check fails."""
-    batch = pad_batch(examples[:batch_size], tokenizer.pad_token_id)
-    for name, tensor in batch.items():
-        print(f"  {name:15s} shape {tuple(tensor.shape)}  dtype {tensor.dtype}")
+    """Print and check one padded batch of text examples; return its loss."""
+    return check_batch(model, tokenizer, pad_batch(examples[:batch_size], tokenizer.pad_token_id), examples[0])
+
+
+def check_batch(model, tokenizer, batch: dict, first: dict, name: str = "example 0") -> float:
+    """Print and check a batch as the trainer will see it; return its loss. Raises UserError with the fix when a
+    check fails. `first` is the batch's first example, printed with its trained part marked."""
+    for key, tensor in batch.items():
+        print(f"  {key:20s} shape {tuple(tensor.shape)}  dtype {tensor.dtype}")
     labels = batch["labels"]
     if not (labels == IGNORE_INDEX).any():
         raise UserError("preflight: no label is -100, so the prompt would be trained too; check the label layout")
@@ -38,7 +43,6 @@ def preflight(model, tokenizer, examples, batch_size: int) -> float:
         raise UserError(f"preflight: the loss of one forward pass is {loss}; lower the learning rate or check "
                         "the model's dtype (fp16 overflows on some models: try bf16 or float32)")
     print(f"  one forward pass: loss {loss:.4f}")
-    first = examples[0]
-    print("  example 0, trained part marked:")
+    print(f"  {name}, trained part marked:")
     print("  " + marked_text(tokenizer, first["input_ids"], first["labels"], color=False).replace("\n", "\n  "))
     return loss

@@ -247,30 +247,12 @@ def compare_vision_replies(model, processor, conversations, max_new_tokens: int)
 
 
 def preflight_vision(model, collator, tokenizer, examples, batch_size: int) -> float:
-    """common/preflight.py for image batches: shapes and dtypes, labels that mask and train, a finite loss."""
-    import math
-
+    """common/preflight.py's checks on a batch built by the vision collator, and no <|image|> token trained."""
     from common.errors import UserError
-    from common.labels import marked_text
+    from common.preflight import check_batch
 
     batch = collator(examples[:batch_size])
-    for name, tensor in batch.items():
-        print(f"  {name:20s} shape {tuple(tensor.shape)}  dtype {tensor.dtype}")
-    labels = batch["labels"]
-    if not (labels == IGNORE_INDEX).any():
-        raise UserError("preflight: no label is -100, so the prompt would be trained too; check the label layout")
-    if not (labels != IGNORE_INDEX).any():
-        raise UserError("preflight: every label is -100, so nothing would be trained; check the data has assistant turns")
-    if (labels == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any():
+    if (batch["labels"] == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any():
         raise UserError(f"preflight: an {IMAGE_TOKEN} token is trained; check the chat template")
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss.item()
-    if not math.isfinite(loss):
-        raise UserError(f"preflight: the loss of one forward pass is {loss}; lower the learning rate or check "
-                        "the model's dtype (fp16 overflows on some models: try bf16 or float32)")
-    print(f"  one forward pass: loss {loss:.4f}")
     first = examples[0]
-    print(f"  example 0 ({', '.join(Path(f).name for f in first['image_files'])}), trained part marked:")
-    print("  " + marked_text(tokenizer, first["input_ids"], first["labels"], color=False).replace("\n", "\n  "))
-    return loss
+    return check_batch(model, tokenizer, batch, first, f"example 0 ({', '.join(Path(f).name for f in first['image_files'])})")
