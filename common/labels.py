@@ -135,11 +135,15 @@ def build_dataset(tokenizer, conversations, layout: str, max_length: int):
         new, lost = build_examples(tokenizer, messages, layout, max_length)
         examples += new
         dropped += lost
-    stats = {
-        "conversations": len(conversations),
+    return examples, dataset_stats(len(conversations), examples, dropped)
+
+
+def dataset_stats(n_conversations: int, examples, dropped: int) -> dict:
+    """What the log says about a prepared data set: examples, tokens and trained tokens, drops."""
+    return {
+        "conversations": n_conversations,
         "examples": len(examples),
         "dropped_no_trained_token": dropped,
         "tokens": sum(len(e["input_ids"]) for e in examples),
         "trained_tokens": sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples),
     }
-    return examples, stats

@@ -99,6 +99,12 @@ def _write_tokenizer(directory: Path, sp_model: bytes, chat_format: str):
     return tokenizer
 
 
+def cache_root(cache_dir=None) -> Path:
+    """Where tiny models are cached: cache_dir, else $TINY_MODEL_CACHE, else ~/.cache/one-gpu-recipes."""
+    return Path(cache_dir or os.environ.get("TINY_MODEL_CACHE")
+                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "one-gpu-recipes")
+
+
 def tiny_model_path(chat_format: str = "deepseek", cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return the directory of the tiny model for `chat_format` ("deepseek" or "llama3")."""
     if chat_format not in SPECIAL_TOKENS:
@@ -106,8 +112,7 @@ def tiny_model_path(chat_format: str = "deepseek", cache_dir: str | os.PathLike 
     texts = _corpus()
     digest = hashlib.sha256(json.dumps([BUILDER_VERSION, chat_format, MODEL_SHAPE, VOCAB_SIZE, texts],
                                        ensure_ascii=False).encode()).hexdigest()[:12]
-    root = Path(cache_dir or os.environ.get("TINY_MODEL_CACHE")
-                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "one-gpu-recipes")
+    root = cache_root(cache_dir)
     directory = root / f"tiny-{chat_format}-{digest}"
     if (directory / "model.safetensors").exists():
         return directory

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from common.chat_templates import SPECIAL_TOKENS
-from common.tiny_model import PROJECT_ROOT, _corpus, _strings, _train_sentencepiece, _write_tokenizer
+from common.tiny_model import PROJECT_ROOT, _corpus, _strings, _train_sentencepiece, _write_tokenizer, cache_root
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 IMAGE_TOKEN = "<|image|>"
@@ -77,8 +77,7 @@ def tiny_vision_model_path(cache_dir: str | os.PathLike | None = None) -> Path:
     texts = _corpus() + _vision_corpus()
     digest = hashlib.sha256(json.dumps([BUILDER_VERSION, TEXT_SHAPE, VISION_SHAPE, LLAMA32_VISION_TEMPLATE, texts],
                                        ensure_ascii=False).encode()).hexdigest()[:12]
-    root = Path(cache_dir or os.environ.get("TINY_MODEL_CACHE")
-                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "one-gpu-recipes")
+    root = cache_root(cache_dir)
     directory = root / f"tiny-mllama-{digest}"
     if (directory / "model.safetensors").exists():
         return directory

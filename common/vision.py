@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from common.data import DataError, LoadedData, _check_order, read_records
-from common.labels import IGNORE_INDEX, TemplateError, build_examples
+from common.labels import IGNORE_INDEX, TemplateError, build_examples, dataset_stats
+from common.preflight import check_batch, pad_batch
 
 IMAGE_TOKEN = "<|image|>"  # Llama 3.2 Vision's; the template puts one where each image part stands
 ROLES = ("system", "user", "assistant")
@@ -157,14 +158,8 @@ def build_vision_dataset(tokenizer, conversations, layout: str, max_length: int)
         new, lost = build_vision_examples(tokenizer, conversation, layout, max_length)
         examples += new
         dropped += lost
-    stats = {
-        "conversations": len(conversations),
-        "examples": len(examples),
-        "images": sum(len(e["image_files"]) for e in examples),
-        "dropped_no_trained_token": dropped,
-        "tokens": sum(len(e["input_ids"]) for e in examples),
-        "trained_tokens": sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples),
-    }
+    stats = dataset_stats(len(conversations), examples, dropped)
+    stats["images"] = sum(len(e["image_files"]) for e in examples)
     return examples, stats
 
 
@@ -195,23 +190,15 @@ class MllamaCollator:
         from transformers.models.mllama.processing_mllama import (convert_sparse_cross_attention_mask_to_dense,
                                                                   get_cross_attention_token_mask)
 
-        width = max(len(e["input_ids"]) for e in examples)
-        input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-        for row, e in enumerate(examples):
-            n = len(e["input_ids"])
-            input_ids[row, :n] = torch.tensor(e["input_ids"])
-            labels[row, :n] = torch.tensor(e["labels"])
-            attention_mask[row, :n] = 1
+        batch = pad_batch(examples, self.pad_token_id)
+        width = batch["input_ids"].shape[1]
         image_inputs = self.processor.image_processor([load_images(e["image_files"]) for e in examples], return_tensors="pt")
         num_tiles = image_inputs.pop("num_tiles")
         image_token_id = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         cross_attention_mask = convert_sparse_cross_attention_mask_to_dense(
             [get_cross_attention_token_mask(e["input_ids"], image_token_id) for e in examples],
             num_tiles=num_tiles, max_num_tiles=self.processor.image_processor.max_image_tiles, length=width)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-                "pixel_values": image_inputs["pixel_values"].to(self.dtype),
+        return {**batch, "pixel_values": image_inputs["pixel_values"].to(self.dtype),
                 "aspect_ratio_ids": image_inputs["aspect_ratio_ids"], "aspect_ratio_mask": image_inputs["aspect_ratio_mask"],
                 "cross_attention_mask": torch.from_numpy(cross_attention_mask)}
 
@@ -249,7 +236,6 @@ def compare_vision_replies(model, processor, conversations, max_new_tokens: int)
 def preflight_vision(model, collator, tokenizer, examples, batch_size: int) -> float:
     """common/preflight.py's checks on a batch built by the vision collator, and no <|image|> token trained."""
     from common.errors import UserError
-    from common.preflight import check_batch
 
     batch = collator(examples[:batch_size])
     if (batch["labels"] == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any():
