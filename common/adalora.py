@@ -9,25 +9,24 @@ import json
 from transformers import TrainerCallback
 
 
-def adalora_config(cfg, targets: list[str], total_steps: int):
+def adalora_config(*, targets: list[str], total_steps: int, lora_alpha: float, lora_dropout: float, bias: str,
+                   init_r: int, target_r: int, tinit: int, tfinal: int, deltaT: int, beta1: float, beta2: float,
+                   orth_reg_weight: float):
     from peft import AdaLoraConfig
 
     return AdaLoraConfig(
-        task_type="CAUSAL_LM", target_modules=targets, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        bias=cfg.bias, init_r=cfg.init_r, target_r=cfg.target_r, tinit=cfg.tinit, tfinal=cfg.tfinal,
-        deltaT=cfg.deltaT, beta1=cfg.beta1, beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight,
-        total_step=total_steps)
+        task_type="CAUSAL_LM", target_modules=targets, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias=bias,
+        init_r=init_r, target_r=target_r, tinit=tinit, tfinal=tfinal, deltaT=deltaT, beta1=beta1, beta2=beta2,
+        orth_reg_weight=orth_reg_weight, total_step=total_steps)
 
 
 class AdaLoraBudget(TrainerCallback):
     """Calls update_and_allocate at the one moment it needs: after optimizer.step(), before the gradients are
-    zeroed (the importance scores are computed from them). Trainer's on_optimizer_step is that moment."""
+    zeroed (the importance scores are computed from them). Trainer's on_optimizer_step is that moment. The model
+    comes with each call rather than being kept here, so that `del trainer, model` really frees it."""
 
-    def __init__(self, model):
-        self.model = model
-
-    def on_optimizer_step(self, args, state, control, **kwargs):
-        self.model.base_model.update_and_allocate(state.global_step)
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.base_model.update_and_allocate(state.global_step)
 
 
 def adalora_ranks(model) -> dict[str, int]:

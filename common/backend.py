@@ -41,27 +41,33 @@ def load_vision_model(backend: str, model_name: str, dtype, load_in_4bit: bool):
     return model, AutoProcessor.from_pretrained(model_name)
 
 
-def add_vision_lora(backend: str, model, cfg):
+def add_vision_lora(backend: str, model, *, r: int, lora_alpha: float, lora_dropout: float, bias: str,
+                    use_rslora: bool, seed: int, finetune_vision_layers: bool, finetune_language_layers: bool,
+                    finetune_attention_modules: bool, finetune_mlp_modules: bool):
     """LoRA on the layers the four switches select, with the recipe's rank, alpha, dropout and bias."""
-    names = ("finetune_vision_layers", "finetune_language_layers", "finetune_attention_modules", "finetune_mlp_modules")
-    switches = {name: getattr(cfg, name) for name in names}
-    for first, second in (names[:2], names[2:]):  # Unsloth raises a RuntimeError here; say which flags instead
-        if not (switches[first] or switches[second]):
-            raise UserError(f"--{first.replace('_', '-')} and --{second.replace('_', '-')} are both off: nothing to "
-                            "train; turn one on")
-    lora = dict(r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias=cfg.bias,
-                use_rslora=cfg.use_rslora)
+    switches = dict(finetune_vision_layers=finetune_vision_layers, finetune_language_layers=finetune_language_layers,
+                    finetune_attention_modules=finetune_attention_modules, finetune_mlp_modules=finetune_mlp_modules)
+    lora = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, bias=bias, use_rslora=use_rslora)
     if backend == UNSLOTH:
         from unsloth import FastVisionModel
-        return FastVisionModel.get_peft_model(model, **switches, **lora, random_state=cfg.seed,
+        return FastVisionModel.get_peft_model(model, **switches, **lora, random_state=seed,
                                               use_gradient_checkpointing="unsloth")
     import peft
     import unsloth  # noqa: F401  unsloth_zoo refuses to be imported before it
     from unsloth_zoo.peft_utils import get_peft_regex
 
-    torch.manual_seed(cfg.seed)  # as FastVisionModel's random_state: the same LoRA A matrices for a seed
+    torch.manual_seed(seed)  # as FastVisionModel's random_state: the same LoRA A matrices for a seed
     config = peft.LoraConfig(**lora, target_modules=get_peft_regex(model, **switches), task_type="CAUSAL_LM")
     return peft.get_peft_model(model, config)
+
+
+def check_vision_switches(*, finetune_vision_layers: bool, finetune_language_layers: bool,
+                          finetune_attention_modules: bool, finetune_mlp_modules: bool) -> None:
+    """Unsloth raises a RuntimeError after the model has loaded when a pair is off; say which flags, before."""
+    for (first, a), (second, b) in ((("vision-layers", finetune_vision_layers), ("language-layers", finetune_language_layers)),
+                                    (("attention-modules", finetune_attention_modules), ("mlp-modules", finetune_mlp_modules))):
+        if not (a or b):
+            raise UserError(f"--no-finetune-{first} and --no-finetune-{second}: nothing to train; turn one on")
 
 
 def for_training(backend: str, model):

@@ -1,38 +1,16 @@
-"""`--field value` overrides for a recipe's flat config dataclass.
+"""Command-line flags for a recipe's flat config dataclass, parsed by tyro.
 
-Every field becomes a flag: `max_seq_length` is `--max-seq-length` (or `--max_seq_length`). A bool field
-is a switch: `--resume` sets it, `--resume false` clears it. The comment after a field in the recipe
-is its --help text. In a notebook nothing is parsed: edit the config cell instead.
+Every field is a flag: `max_seq_length` is `--max-seq-length` (`--max_seq_length` works too). A bool field is a
+switch: `--resume` sets it, `--no-resume` clears it. A `Literal[...]` field takes one of its choices, checked when
+the command line is parsed, and `--help` lists them. The comment after a field is its `--help` text (tyro reads it).
+In a notebook nothing is parsed: edit the config cell instead.
 """
-import argparse
-import dataclasses
-import inspect
+import contextlib
+import io
 import re
 import sys
-import typing
 
-
-def _to_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _field_comments(cls) -> dict[str, str]:
-    """The `# comment` after each field in the dataclass source, used as --help text."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    comments = {}
-    for line in source.splitlines():
-        match = re.match(r"\s+(\w+)\s*:[^=]+=.*?#\s*(.+)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2).strip()
-    return comments
+import tyro
 
 
 def in_notebook() -> bool:
@@ -40,24 +18,31 @@ def in_notebook() -> bool:
 
 
 def parse_config(cls, argv: list[str] | None = None, description: str | None = None):
-    """An instance of the dataclass `cls`, with the fields given on the command line overridden."""
+    """An instance of the dataclass `cls`, with the fields given on the command line overridden.
+
+    A bad flag or value exits with code 2 and one line, `error: ...` (tyro draws a box of several lines)."""
     if argv is None:
         if in_notebook():  # Jupyter passes its own kernel arguments: they are not ours
             return cls()
         argv = sys.argv[1:]
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    comments = _field_comments(cls)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kind = hints[f.name]
-        if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        help_text = f"{comments.get(f.name, '')} (default: {default!r})".strip()
-        if kind is bool:
-            parser.add_argument(*flags, dest=f.name, type=_to_bool, nargs="?", const=True, default=default,
-                                metavar="true|false", help=help_text)
-        else:
-            parser.add_argument(*flags, dest=f.name, type=kind, default=default, help=help_text)
-    return cls(**vars(parser.parse_args(argv)))
+    if any(arg in ("-h", "--help") for arg in argv):
+        return tyro.cli(cls, args=argv, description=description)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
+            return tyro.cli(cls, args=argv, description=description)
+    except SystemExit as stop:
+        if stop.code in (0, None):
+            print(captured.getvalue(), end="")
+            raise
+        print(f"error: {one_line(captured.getvalue())} ({sys.argv[0]} --help lists every flag)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def one_line(box: str) -> str:
+    """tyro's error box as one line: its text without the frame, the title and the pointer to --help."""
+    lines = [re.sub(r"[│╭╮╰╯]|[─-]{3,}", " ", line).strip() for line in box.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("For full helptext")]
+    if len(lines) > 1:
+        lines = lines[1:]  # the box's title ("Invalid choice") repeats what the text says
+    return " ".join(" ".join(lines).replace("Argument helptext:", "; the flag:").split()).replace(" ;", ";")

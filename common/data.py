@@ -1,10 +1,13 @@
 """Load chat data from JSONL or JSON and normalise it to OpenAI-style messages.
 
-Three record formats are understood, one per line of a .jsonl file or one per element of a .json array:
+Four record formats are understood, one per line of a .jsonl file or one per element of a .json array:
   OpenAI     {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}
   ShareGPT   {"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...]}
   instruction{"instruction": "...", "input": "..." (optional), "response" or "output": "...", "system": optional}
   Guanaco    {"text": "### Human: ...### Assistant: ...### Human: ...### Assistant: ..."} (openassistant-guanaco)
+An OpenAI content may also be a list of {"type": "text", "text": ...} parts (joined). Reasoning, for reasoning models
+(DeepSeek-R1-Distill), comes as DeepSeek's API returns it, a "reasoning_content" field on an assistant message, or as
+"<think>...</think>" at the start of its content; either way it is kept apart, as {"role", "content", "reasoning"}.
 Every problem is a DataError naming the file, the 1-based line and the field, and saying what to do.
 Two turns in a row by the same role are refused, not merged: merging would silently change what is trained.
 """
@@ -17,7 +20,9 @@ from common.errors import UserError
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 ROLES = ("system", "user", "assistant")
+TOOL_ROLES = ("tool", "function", "ipython")
 GUANACO_MARKER = re.compile(r"### (Human|Assistant):")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class DataError(UserError):
@@ -39,13 +44,41 @@ class LoadedData:
     skipped: list[DataError] = field(default_factory=list)  # rows dropped by skip_bad_rows
 
 
+def read_bytes(path) -> bytes:
+    """The file's bytes, or a DataError saying why it cannot be read. A UTF-8 byte-order mark is dropped (Windows
+    editors write one); UTF-16, which they also write, is refused with the command that converts it."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, None, "not found; pass the path of a .jsonl or .json data file")
+    if path.is_dir():
+        raise DataError(path, None, None, "is a directory, not a file; pass the path of a .jsonl or .json data file")
+    try:
+        raw = path.read_bytes()
+    except PermissionError:
+        raise DataError(path, None, None, f"cannot be read: permission denied (chmod a+r {path})") from None
+    except OSError as err:
+        raise DataError(path, None, None, f"cannot be read: {err.strerror or err}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) > 1 and raw.count(b"\x00") > len(raw) // 4):
+        raise DataError(path, None, None, "is UTF-16 text, not UTF-8; convert it: "
+                        f"iconv -f UTF-16 -t UTF-8 {path} > {path.with_suffix('.utf8' + path.suffix)}")
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    if not raw.strip():
+        raise DataError(path, None, None, "is empty; it needs one JSON record per line (.jsonl) or a JSON array (.json)")
+    return raw
+
+
+def parse_json(text: str):
+    """json.loads, with nesting too deep for Python's parser reported as a JSONDecodeError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to be a data record", text, 0) from None
+
+
 def read_records(path) -> list[tuple[int, object]]:
     """(line, parsed JSON or DataError) for each record in a .jsonl or .json file."""
     path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "not found"
-        raise DataError(path, None, None, f"{what}; pass the path of a .jsonl or .json data file")
-    raw = path.read_bytes()
+    raw = read_bytes(path)
     if path.suffix.lower() == ".json":
         text = _decode_utf8(path, raw)
         stripped = text.lstrip()
@@ -53,7 +86,7 @@ def read_records(path) -> list[tuple[int, object]]:
             return _json_array(path, text)
         # Not an array: a single object, or JSON Lines saved under a .json name.
         try:
-            return [(1 + text[: len(text) - len(stripped)].count("\n"), json.loads(text))]
+            return [(1 + text[: len(text) - len(stripped)].count("\n"), parse_json(text))]
         except json.JSONDecodeError as err:
             if err.msg != "Extra data":
                 raise DataError(path, err.lineno, None, f"not JSON ({err.msg}, column {err.colno}); fix the syntax")
@@ -67,7 +100,7 @@ def read_records(path) -> list[tuple[int, object]]:
         if not line_text.strip():
             continue
         try:
-            records.append((number, json.loads(line_text)))
+            records.append((number, parse_json(line_text)))
         except json.JSONDecodeError as err:
             records.append((number, DataError(
                 path, number, None, f"not JSON ({err.msg}, column {err.colno}); each line must be one JSON object")))
@@ -104,6 +137,8 @@ def _json_array(path, text: str) -> list[tuple[int, object]]:
         line = text.count("\n", 0, position) + 1
         try:
             value, position = decoder.raw_decode(text, position)
+        except RecursionError:
+            raise DataError(path, line, None, "not JSON (nested too deeply to be a data record)") from None
         except json.JSONDecodeError as err:
             raise DataError(path, err.lineno, None, f"not JSON ({err.msg}, column {err.colno}); fix the syntax") from None
         records.append((line, value))
@@ -146,12 +181,60 @@ def to_messages(record, path, line) -> list[dict]:
             role_key, content_key, roles = "role", "content", None
         role = turn.get(role_key)
         role = roles.get(role, role) if roles else role
+        if role in TOOL_ROLES or turn.get("tool_calls") or turn.get("function_call"):
+            raise DataError(path, line, where, "tool calls and tool results are not supported by these recipes; "
+                            "remove those turns, or write the call and its result as plain user/assistant text")
         if role not in ROLES:
             allowed = "system, human or gpt" if roles else "system, user or assistant"
             raise DataError(path, line, f"{where}.{role_key}", f"unknown role {turn.get(role_key)!r}; use {allowed}")
-        messages.append({"role": role, "content": _content(turn.get(content_key), path, line, f"{where}.{content_key}")})
-    _check_order(messages, path, line, key)
+        content = _parts_text(turn.get(content_key), path, line, f"{where}.{content_key}")
+        message = {"role": role, "content": _content(content, path, line, f"{where}.{content_key}")}
+        if role == "assistant":
+            message = _reasoning(message, turn.get("reasoning_content"), path, line, where, content_key)
+        messages.append(message)
+    check_order(messages, path, line, key)
     return messages
+
+
+def _parts_text(content, path, line, where):
+    """An OpenAI content given as a list of parts: its text parts joined (OpenAI's own reading of such a list)."""
+    if not isinstance(content, list):
+        return content
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind in ("image", "image_url", "input_image"):
+            raise DataError(path, line, f"{where}[{j}]", "an image part: text recipes train on text; for images use "
+                            "recipes/llama_vision.py")
+        else:
+            raise DataError(path, line, f"{where}[{j}]", 'a content part must be {"type": "text", "text": "..."}; '
+                            "write the content as a string or a list of text parts")
+    return "".join(texts)
+
+
+def _reasoning(message, reasoning_content, path, line, where, content_key):
+    """Move an assistant message's reasoning out of its content: DeepSeek's reasoning_content field, or a
+    <think>...</think> block at the start of the content."""
+    content = message["content"]
+    if content.lstrip().startswith(THINK_OPEN):
+        if reasoning_content:
+            raise DataError(path, line, where, "has both reasoning_content and a <think> block in its content; "
+                            "keep one")
+        head, closed, answer = content.lstrip()[len(THINK_OPEN):].partition(THINK_CLOSE)
+        if not closed:
+            raise DataError(path, line, f"{where}.{content_key}", "opens <think> but never closes it with </think>")
+        reasoning_content, content = head.strip("\n"), answer.lstrip()
+        message = {**message, "content": _content(content, path, line, f"{where}.{content_key} (after </think>)")}
+    if reasoning_content is None:
+        return message
+    if not isinstance(reasoning_content, str):
+        raise DataError(path, line, f"{where}.reasoning_content", "must be a string")
+    if not reasoning_content.strip():
+        return message  # an empty think block: the same as no reasoning
+    _content(reasoning_content, path, line, f"{where}.reasoning_content")
+    return {**message, "reasoning": reasoning_content.strip("\n")}
 
 
 def _instruction(record, path, line):
@@ -176,7 +259,7 @@ def _guanaco(text, path, line):
     messages = [{"role": "user" if role == "Human" else "assistant",
                  "content": _content(content.strip(), path, line, f"text (turn {i + 1}, {role})")}
                 for i, (role, content) in enumerate(zip(parts[::2], parts[1::2]))]
-    _check_order(messages, path, line, "text")
+    check_order(messages, path, line, "text")
     return messages
 
 
@@ -185,10 +268,15 @@ def _content(value, path, line, where):
         raise DataError(path, line, where, f"content must be a string, got {type(value).__name__}")
     if not value.strip():
         raise DataError(path, line, where, "content is empty; write the text or remove the turn")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:  # JSON can spell a lone UTF-16 surrogate ("\ud800"); it is not text
+        raise DataError(path, line, where, f"character {err.start} is a lone surrogate ({value[err.start]!r}), not "
+                        "text; it usually comes from text cut in the middle of an emoji: fix or remove it") from None
     return value  # kept exactly as written, surrounding white space included
 
 
-def _check_order(messages, path, line, key):
+def check_order(messages, path, line, key):
     for i, message in enumerate(messages):
         if message["role"] == "system" and i != 0:
             raise DataError(path, line, f"{key}[{i}]", "a system turn may only come first")
@@ -204,14 +292,16 @@ def _check_order(messages, path, line, key):
         raise DataError(path, line, key, "no assistant turn, so nothing would be trained; add the assistant's reply")
 
 
-def load_conversations(path, skip_bad_rows: bool = False) -> LoadedData:
-    """All conversations in `path`. A bad row raises DataError, or with skip_bad_rows is counted and skipped."""
+def load_conversations(path, skip_bad_rows: bool = False, parse=None) -> LoadedData:
+    """All conversations in `path`. A bad row raises DataError, or with skip_bad_rows is counted and skipped.
+    parse(record, path, line) makes one conversation (default: text chats; the vision recipe passes its own)."""
+    parse = parse or (lambda record, path, line: Conversation(to_messages(record, path, line), line))
     loaded = LoadedData([])
     for line, record in read_records(path):
         try:
             if isinstance(record, DataError):
                 raise record
-            loaded.conversations.append(Conversation(to_messages(record, path, line), line))
+            loaded.conversations.append(parse(record, path, line))
         except DataError as err:
             if not skip_bad_rows:
                 raise

@@ -2,26 +2,44 @@
 import torch
 
 
+def text_of(content) -> str:
+    """A message's text: the string, or its text parts joined (vision messages)."""
+    return content if isinstance(content, str) else " ".join(p["text"] for p in content if p["type"] == "text")
+
+
 @torch.no_grad()
-def generate_reply(model, tokenizer, messages, max_new_tokens: int) -> str:
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(next(model.parameters()).device)
+def generate_reply(model, tokenizer, messages, max_new_tokens: int, processor=None, images=()) -> str:
+    """Greedy reply to `messages`, rendered by the chat template with its generation prompt. With a processor
+    (vision models), its chat template renders and the images go with the text."""
+    prompt = (processor or tokenizer).apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if processor is not None:
+        from common.vision import load_images
+        inputs = processor(images=[load_images(images)], text=[prompt], add_special_tokens=False, return_tensors="pt")
+    else:
+        inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    inputs = inputs.to(next(model.parameters()).device)
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def compare_replies(model, tokenizer, conversations, max_new_tokens: int) -> list[dict]:
+def compare_replies(model, tokenizer, conversations, max_new_tokens: int, processor=None) -> list[dict]:
     """For each conversation, reply to everything before its last assistant turn, without and with LoRA."""
     rows = []
     for conversation in conversations:
         messages = conversation.messages
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         prompt = messages[:last]
+        images = getattr(conversation, "images", [])[: sum(isinstance(m["content"], list) and sum(
+            p["type"] == "image" for p in m["content"]) for m in prompt)]
         with model.disable_adapter():  # the same weights with LoRA switched off: the base model
-            base = generate_reply(model, tokenizer, prompt, max_new_tokens)
-        tuned = generate_reply(model, tokenizer, prompt, max_new_tokens)
-        rows.append({"prompt": prompt[-1]["content"], "reference": messages[last]["content"], "base": base, "tuned": tuned})
-        print(f"--- prompt:    {prompt[-1]['content']}\n    reference: {messages[last]['content']}\n"
-              f"    base:      {base}\n    tuned:     {tuned}")
+            base = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, images)
+        tuned = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, images)
+        row = {"prompt": text_of(prompt[-1]["content"]), "reference": text_of(messages[last]["content"]),
+               "base": base, "tuned": tuned}
+        if images:
+            row = {"image": str(images[-1]), **row}
+        rows.append(row)
+        print((f"--- image:     {images[-1].name}\n    prompt:    " if images else "--- prompt:    ")
+              + f"{row['prompt']}\n    reference: {row['reference']}\n    base:      {base}\n    tuned:     {tuned}")
     return rows

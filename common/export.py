@@ -540,3 +540,11 @@ def chat_template_of(model_dir: Path) -> str | None:
         return jinja.read_text(encoding="utf-8")
     config = json.loads((Path(model_dir) / "tokenizer_config.json").read_text(encoding="utf-8"))
     return config.get("chat_template")
+
+
+def check_export_request(to: str, quants, model_type: str) -> None:
+    """Refuse, before training, an export that cannot be made: named with the recipe's flags."""
+    if to == "gguf" and model_type == "mllama":
+        raise UserError("--export gguf: llama.cpp has no Mllama (Llama 3.2 Vision) support; use --export merged16")
+    if to == "gguf":
+        parse_quants(quants)

@@ -1,10 +1,20 @@
 """Exact assistant-only labels, from the chat template's own rendering.
 
-Each conversation is rendered one message at a time. The text a message adds to the rendering is its
-segment; for an assistant message, the part after the generation prompt (the "Assistant:" header) is
-what the model must produce, so it is the trained part: the reply and its end-of-turn token. Segments are
-tokenized one by one, so a trained span starts and ends exactly at a token boundary, and no marker is
-ever searched for in the text: a user who types "Assistant:" or "<｜end▁of▁sentence｜>" stays untrained.
+A conversation is rendered one message at a time. For each assistant reply the trained part is exactly what the
+model must write at inference: the template is asked for its generation prompt (what inference appends before the
+model speaks, "Assistant:" or "<|start_header_id|>assistant<|end_header_id|>\n\n"), and everything the reply's
+rendering adds after it, up to and including the end-of-turn token, is trained. Text the template adds after that
+token (Qwen's "\n") is context. Each piece is tokenized on its own, so a trained span starts and ends at a token
+boundary, and no marker is ever searched for in the text: a user who types "Assistant:" or "<｜end▁of▁sentence｜>"
+stays untrained, and a reply may start with any character ("<br>", "<think>").
+
+Reasoning templates (DeepSeek-R1-Distill): the generation prompt is "<｜Assistant｜><think>\n", which the rendering
+of a reply lacks, and the template deletes everything up to "</think>" from history. So a reply is trained after
+the prompt inference really uses, and its target is "REASONING\n</think>\n\nANSWER<｜end▁of▁sentence｜>": the
+reasoning of the data (reasoning_content, or <think>...</think> at the start of the content) is kept, and a reply
+without reasoning gets an empty think block ("\n</think>\n\n"; empty_think=False trains the reply right after
+"<｜Assistant｜>" as the template renders it instead). History is rendered as the template renders it (no
+reasoning), so each reply of a multi-turn conversation becomes its own example, whatever the layout says.
 
 Label layouts, for a conversation  u1 a1 u2 a2 u3 a3:
   all_turns  one example:      labels = -100 a1 -100 a2 -100 a3   (default; every reply, no repeated work)
@@ -12,11 +22,18 @@ Label layouts, for a conversation  u1 a1 u2 a2 u3 a3:
   split      one per reply:    u1 a1 -> a1;  u1 a1 u2 a2 -> a2;  u1 a1 u2 a2 u3 a3 -> a3
 """
 from dataclasses import dataclass
+from typing import Literal
 
+from common.data import DataError
 from common.errors import UserError
 
 IGNORE_INDEX = -100
 LAYOUTS = ("all_turns", "last_turn", "split")
+Layout = Literal["all_turns", "last_turn", "split"]
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# Stands in for a reply's content to find where the template's assistant header ends and its trailer begins:
+# private-use characters, which no template rewrites and no data set contains.
+SENTINEL = "\ue000reply\ue001"
 
 
 class TemplateError(UserError):
@@ -24,47 +41,141 @@ class TemplateError(UserError):
 
 
 @dataclass
-class Segment:
-    text: str
-    turn: int | None  # index of the assistant message this text answers, or None for context
+class Turn:
+    """One assistant reply as the model sees and writes it."""
+    prompt: str  # what inference appends before the model speaks (the generation prompt's new text): context
+    target: str  # what the model must write: the reply and its end-of-turn token: trained
+    after: str  # what the template adds after the end-of-turn token: context
+    in_history: bool  # prompt + target + after is how the template renders this reply when later turns follow
+    reasoning_template: bool  # the generation prompt opens a think block (DeepSeek-R1-Distill)
 
 
-def render_segments(tokenizer, messages: list[dict]) -> list[Segment]:
-    """Split the chat template's rendering of `messages` into context and assistant-reply segments."""
-    def render(msgs, generation_prompt=False):
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
+def render(tokenizer, messages, generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
-    segments, done = [], ""
+
+def with_reasoning_inline(message: dict) -> dict:
+    """A reply with its reasoning written into the content the way R1 writes it, for templates that know no
+    reasoning: "<think>\nREASONING\n</think>\n\nANSWER"."""
+    if not message.get("reasoning"):
+        return message
+    return {**message, "content": f"{THINK_OPEN}\n{message['reasoning']}\n{THINK_CLOSE}\n\n{message['content']}"}
+
+
+def assistant_turn(tokenizer, messages: list[dict], i: int, empty_think: bool = True) -> Turn:
+    """Split the rendering of assistant message i (given messages[:i] before it) into prompt, target and after."""
+    done = render(tokenizer, messages[:i])
+    ask = render(tokenizer, messages[:i], generation_prompt=True)
+    full = render(tokenizer, messages[: i + 1])
+    probe = render(tokenizer, messages[:i] + [{"role": "assistant", "content": SENTINEL}])
+    for text, what in ((ask, "the generation prompt"), (full, f"message {i}"), (probe, f"message {i}")):
+        if not text.startswith(done):
+            raise TemplateError(rewrite_message(done, text, what))
+    ask, turn, probe = ask[len(done):], full[len(done):], probe[len(done):]
+    if SENTINEL not in probe:
+        raise TemplateError("the chat template does not write an assistant message's content into the text; "
+                            "labels cannot be taken from its rendering")
+    header, trailer = probe.split(SENTINEL, 1)  # what the template writes before and after any reply
+    if not (turn.startswith(header) and turn.endswith(trailer)):
+        raise TemplateError(f"the chat template renders assistant message {i} as {turn[:60]!r}..., not between "
+                            f"{header!r} and {trailer!r} as it renders other replies; labels cannot be taken from it")
+    body = turn[len(header): len(turn) - len(trailer)]  # the reply's content as the template writes it
+    end = end_of_turn(tokenizer, trailer)  # the part of the trailer the model writes: up to the end-of-turn token
+    after = trailer[len(end):]
+    if header.startswith(ask):  # the usual case: inference asks with (a prefix of) the header, the model writes the rest
+        return Turn(ask, header[len(ask):] + body + end, after, True, False)
+    opener = ask[len(header):] if ask.startswith(header) else None
+    if opener is None or opener.strip() != THINK_OPEN:
+        raise TemplateError(f"the generation prompt {ask!r} is not the assistant header {header!r} the template "
+                            "writes before a reply" + (f": it adds {opener!r}, and only a reasoning opener (<think>) "
+                                                       "is understood there" if opener else ""))
+    reasoning = messages[i].get("reasoning")
+    if reasoning is None and not empty_think:  # the reply as the template renders it: trained right after the header
+        return Turn(header, body + end, after, True, True)
+    # The model writes its reasoning, closes the think block, then the reply exactly as the data has it (the
+    # template's rendering of the reply is how history shows it: R1's drops anything up to a "</think>").
+    think = f"{reasoning.strip(chr(10))}\n{THINK_CLOSE}\n\n" if reasoning else f"\n{THINK_CLOSE}\n\n"
+    return Turn(ask, think + messages[i]["content"] + end, after, False, True)
+
+
+def end_of_turn(tokenizer, trailer: str) -> str:
+    """The part of the template's reply trailer the model writes: up to the last end-of-sequence or end-of-turn
+    token in it (eos_token, or the tokenizer's special tokens that end a turn), else the whole trailer."""
+    ends = [t for t in {tokenizer.eos_token, *getattr(tokenizer, "all_special_tokens", [])} if t and t in trailer]
+    if not ends:
+        return trailer
+    return trailer[: max(trailer.rfind(t) + len(t) for t in ends)]
+
+
+def rewrite_message(before: str, after: str, what: str) -> str:
+    """Why a template cannot give labels: rendering `what` changed text rendered before it. Says what changed."""
+    common = 0
+    while common < min(len(before), len(after)) and before[common] == after[common]:
+        common += 1
+    lost = before[common:]
+    if common == len(after.rstrip()) or (len(lost) < 40 and after.startswith(before[:common]) and common > 0
+                                         and before.endswith(lost)):
+        behaviour = (f"it writes {lost!r} at the end of a conversation only when nothing follows (a trailing end "
+                     "token that moves once the next turn or the generation prompt is added), so a turn's text "
+                     "depends on what comes after it")
+    else:
+        behaviour = (f"adding {what} changes what was already rendered: {before[max(0, common - 20):common + 40]!r} "
+                     f"becomes {after[max(0, common - 20):common + 40]!r} (the template rewrites earlier turns, "
+                     "e.g. drops their think blocks)")
+    return (f"the chat template rewrites history: {behaviour}; labels are taken only from templates whose rendering "
+            "grows turn by turn, so this template is not supported (use a model whose template only appends)")
+
+
+def tokenize_pieces(tokenizer, pieces: list[tuple[str, int | None]], max_length: int | None):
+    """[(ids, turn)] of each piece, tokenized on its own. With max_length, stops once max_length tokens are reached,
+    and a long piece is cut before tokenizing (a 50 MB reply must not be tokenized whole to keep 2K tokens): the
+    cut leaves a margin and is widened until the piece gives more tokens than needed, so the kept tokens are
+    those of the whole text."""
+    out, total = [], 0
+    for text, turn in pieces:
+        if max_length is not None and total >= max_length:
+            break
+        ids = None
+        if max_length is not None:
+            need, chars = max_length - total, max(4096, 32 * (max_length - total))
+            while chars < len(text):
+                ids = tokenizer(text[:chars], add_special_tokens=False)["input_ids"]
+                if len(ids) > need + 64:
+                    ids = ids[:need]
+                    break
+                ids, chars = None, chars * 4
+        if ids is None:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        out.append((ids, turn))
+        total += len(ids)
+    return out
+
+
+def conversation_pieces(tokenizer, messages: list[dict], empty_think: bool = True):
+    """The rendering of a conversation as [(text, turn)], turn the assistant message index of a trained piece
+    (None for context), and {turn: Turn} for the replies. The pieces join to the template's rendering when every
+    reply is rendered in history as it is trained (Turn.in_history); otherwise only the Turns are of use."""
+    pieces, turns, done = [], {}, ""
     for i, message in enumerate(messages):
-        full = render(messages[: i + 1])
-        if not full.startswith(done):
-            raise TemplateError(
-                f"the chat template renders message {i} by changing the text of earlier messages, so labels "
-                "cannot be taken from its rendering; use a template whose rendering only grows (most do)")
-        start = len(done)
         if message["role"] == "assistant":
-            prompt = render(messages[:i], generation_prompt=True)
-            # The reply starts where the rendering with the generation prompt stops matching. Usually the
-            # prompt is a prefix (DeepSeek "Assistant:", Llama-3 "<|start_header_id|>assistant<|end_header_id|>\n\n");
-            # templates whose prompt adds text the reply rendering lacks (say "<think>\n") stop earlier.
-            header_end = start
-            limit = min(len(prompt), len(full))
-            while header_end < limit and prompt[header_end] == full[header_end]:
-                header_end += 1
-            if header_end > start:
-                segments.append(Segment(full[start:header_end], None))
-            segments.append(Segment(full[header_end:], i))
+            turn = assistant_turn(tokenizer, messages, i, empty_think)
+            if not turn.reasoning_template and message.get("reasoning"):  # no reasoning in this template: keep it inline
+                messages = messages[:i] + [with_reasoning_inline(message)] + messages[i + 1:]
+                turn = assistant_turn(tokenizer, messages, i, empty_think)
+            turns[i] = turn
+            pieces += [(turn.prompt, None), (turn.target, i), (turn.after, None)]
+            done = done + turn.prompt + turn.target + turn.after if turn.in_history else render(tokenizer, messages[: i + 1])
         else:
-            segments.append(Segment(full[start:], None))
-        done = full
-    return [s for s in segments if s.text]
+            full = render(tokenizer, messages[: i + 1])
+            if not full.startswith(done):
+                raise TemplateError(rewrite_message(done, full, f"message {i} ({message['role']})"))
+            pieces.append((full[len(done):], None))
+            done = full
+    return [(text, turn) for text, turn in pieces if text], turns, messages
 
 
-def tokenize_segments(tokenizer, segments: list[Segment]) -> list[tuple[list[int], int | None]]:
-    return [(tokenizer(s.text, add_special_tokens=False)["input_ids"], s.turn) for s in segments]
-
-
-def build_examples(tokenizer, messages: list[dict], layout: str = "all_turns", max_length: int | None = None):
+def build_examples(tokenizer, messages: list[dict], layout: Layout = "all_turns", max_length: int | None = None,
+                   empty_think: bool = True):
     """Training examples {"input_ids", "labels"} for one conversation, and how many were dropped.
 
     An example longer than max_length keeps what fits; one left with no trained token is dropped.
@@ -72,23 +183,28 @@ def build_examples(tokenizer, messages: list[dict], layout: str = "all_turns", m
     """
     if layout not in LAYOUTS:
         raise UserError(f"label_layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    pieces = tokenize_segments(tokenizer, render_segments(tokenizer, messages))
-    turns = [turn for _, turn in pieces if turn is not None]
-    if layout == "all_turns":
-        plans = [set(turns)]
-    elif layout == "last_turn":
-        plans = [{turns[-1]}]
-    else:
-        plans = [{turn} for turn in turns]
+    pieces, turns, messages = conversation_pieces(tokenizer, messages, empty_think)
+    order = sorted(turns)
+    plans = {"all_turns": [set(order)], "last_turn": [{order[-1]}], "split": [{t} for t in order]}[layout]
+    exact_history = all(turn.in_history for turn in turns.values())
+    if not exact_history and layout == "all_turns":
+        plans = [{t} for t in order]  # history differs from the trained turn: one example per reply (see above)
     examples, dropped = [], 0
     for trained in plans:
-        input_ids, labels = [], []
         last = max(trained)
-        for ids, turn in pieces:
+        if exact_history:  # the conversation's own pieces, up to the last trained reply
+            selected = []
+            for text, turn in pieces:
+                selected.append((text, turn if turn in trained else None))
+                if turn == last:
+                    break
+        else:  # history as the template renders it, then the reply as inference asks for it
+            selected = [(render(tokenizer, messages[:last]), None), (turns[last].prompt, None),
+                        (turns[last].target, last)]
+        input_ids, labels = [], []
+        for ids, turn in tokenize_pieces(tokenizer, [p for p in selected if p[0]], max_length):
             input_ids += ids
-            labels += ids if turn in trained else [IGNORE_INDEX] * len(ids)
-            if turn == last:
-                break
+            labels += ids if turn is not None else [IGNORE_INDEX] * len(ids)
         if max_length is not None:
             input_ids, labels = input_ids[:max_length], labels[:max_length]
         if all(label == IGNORE_INDEX for label in labels):
@@ -127,23 +243,37 @@ def marked_text(tokenizer, input_ids: list[int], labels: list[int], color: bool 
     return "".join(parts)
 
 
-def build_dataset(tokenizer, conversations, layout: str, max_length: int):
-    """Examples for all conversations, and counts for the log."""
+def conversation_examples(tokenizer, conversation, layout: Layout, max_length: int | None, empty_think: bool = True):
+    """build_examples of a Conversation (or of a plain list of messages)."""
+    messages = conversation.messages if hasattr(conversation, "messages") else conversation
+    return build_examples(tokenizer, messages, layout, max_length, empty_think)
+
+
+def build_dataset(tokenizer, conversations, layout: Layout, max_length: int, source=None, empty_think: bool = True,
+                  examples_of=conversation_examples):
+    """Examples for all conversations, and counts for the log. A template that cannot give labels is reported at
+    the first conversation it fails on, as source:line. examples_of builds one conversation's examples (the vision
+    recipe's adds the image files each example shows)."""
     examples, dropped = [], 0
     for conversation in conversations:
-        messages = conversation.messages if hasattr(conversation, "messages") else conversation
-        new, lost = build_examples(tokenizer, messages, layout, max_length)
+        try:
+            new, lost = examples_of(tokenizer, conversation, layout, max_length, empty_think)
+        except TemplateError as err:
+            raise DataError(source or "data", getattr(conversation, "line", None), "messages", str(err)) from None
         examples += new
         dropped += lost
     return examples, dataset_stats(len(conversations), examples, dropped)
 
 
 def dataset_stats(n_conversations: int, examples, dropped: int) -> dict:
-    """What the log says about a prepared data set: examples, tokens and trained tokens, drops."""
-    return {
+    """What the log says about a prepared data set: examples, tokens and trained tokens, drops (and images)."""
+    stats = {
         "conversations": n_conversations,
         "examples": len(examples),
         "dropped_no_trained_token": dropped,
         "tokens": sum(len(e["input_ids"]) for e in examples),
         "trained_tokens": sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples),
     }
+    if any("image_files" in e for e in examples):
+        stats["images"] = sum(len(e["image_files"]) for e in examples)
+    return stats

@@ -6,10 +6,15 @@ reallocated during training). Unsloth's get_peft_model does all but AdaLoRA; it 
 on a 4-bit model, so those load the model in 16-bit. Every combination is checked here before a model loads.
 """
 import math
+from typing import Literal
 
 import torch
 
 from common.errors import UserError
+from common.tokenizer import save_tokenizer
+
+Init = Literal["default", "gaussian", "pissa", "loftq"]
+Bias = Literal["none", "all", "lora_only"]
 
 PRESETS = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -19,24 +24,6 @@ PRESETS = {
 FULLY_TRAINED = ("embed_tokens", "lm_head")  # trained whole (modules_to_save), not through LoRA
 INITS = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "loftq": "loftq"}
 NEEDS_16BIT = ("pissa", "loftq")
-
-
-def linear_layer_names(model) -> list[str]:
-    """Distinct leaf names of the model's linear layers (4-bit ones included), lm_head excluded."""
-    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    names.discard("lm_head")
-    return sorted(names)
-
-
-def model_outline(model_name: str, trust_remote_code: bool = False):
-    """(parameter count, linear layer names) from the model's config alone: built on the meta device,
-    so nothing is downloaded but config.json and no memory is used."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(model_name, trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    return sum(p.numel() for p in model.parameters()), linear_layer_names(model)
 
 
 def resolve_targets(targets: str, available: list[str]) -> list[str]:
@@ -55,43 +42,39 @@ def resolve_targets(targets: str, available: list[str]) -> list[str]:
     return chosen
 
 
-def check_lora_options(cfg) -> None:
+def check_lora_options(*, r: int, lora_alpha: float, lora_dropout: float, init: str = "default",
+                       load_in_4bit: bool | None = None, use_dora: bool = False, use_rslora: bool = False,
+                       adalora: bool = False, init_r: int = 12, target_r: int = 8, deltaT: int = 1) -> None:
     """Refuse a combination that cannot work, with why and what to use instead. Runs before any model loads."""
-    if cfg.r <= 0:
-        raise UserError(f"--r {cfg.r}: the LoRA rank must be a positive integer (8, 16, 32 and 64 are common)")
-    if cfg.lora_alpha <= 0:
-        raise UserError(f"--lora-alpha {cfg.lora_alpha}: must be positive (often r or 2 * r)")
-    if not 0 <= cfg.lora_dropout < 1:
-        raise UserError(f"--lora-dropout {cfg.lora_dropout}: must be in [0, 1)")
-    if cfg.bias not in ("none", "all", "lora_only"):
-        raise UserError(f"--bias {cfg.bias}: choose none, all or lora_only")
-    if cfg.init not in INITS:
-        raise UserError(f"--init {cfg.init}: choose one of {', '.join(INITS)}")
-    if cfg.init in NEEDS_16BIT and cfg.load_in_4bit:
-        raise UserError(f"--init {cfg.init} needs 16-bit base weights (it rewrites them from their SVD), and Unsloth "
+    if r <= 0:
+        raise UserError(f"--r {r}: the LoRA rank must be a positive integer (8, 16, 32 and 64 are common)")
+    if not (lora_alpha > 0 and math.isfinite(lora_alpha)):
+        raise UserError(f"--lora-alpha {lora_alpha}: must be positive (often r or 2 * r)")
+    if not 0 <= lora_dropout < 1:
+        raise UserError(f"--lora-dropout {lora_dropout}: must be in [0, 1)")
+    if init in NEEDS_16BIT and load_in_4bit:
+        raise UserError(f"--init {init} needs 16-bit base weights (it rewrites them from their SVD), and Unsloth "
                         "refuses it on a 4-bit model: leave --load-in-4bit unset and the recipe loads in 16-bit, "
                         "or use --init default or gaussian with 4-bit")
-    if not cfg.adalora:
+    if not adalora:
         return
-    for flag, clash, instead in (("use_dora", "DoRA", "drop --use-dora"),
-                                 ("use_rslora", "rsLoRA scaling", "drop --use-rslora")):
-        if getattr(cfg, flag):
-            raise UserError(f"--adalora with --{flag.replace('_', '-')}: PEFT's AdaLoRA has no {clash}; {instead}, "
-                            "or drop --adalora")
-    if cfg.init != "default":
-        raise UserError(f"--adalora with --init {cfg.init}: AdaLoRA starts from its own SVD form (P, zero Λ, Q); "
+    for on, flag, clash in ((use_dora, "--use-dora", "DoRA"), (use_rslora, "--use-rslora", "rsLoRA scaling")):
+        if on:
+            raise UserError(f"--adalora with {flag}: PEFT's AdaLoRA has no {clash}; drop {flag}, or drop --adalora")
+    if init != "default":
+        raise UserError(f"--adalora with --init {init}: AdaLoRA starts from its own SVD form (P, zero Λ, Q); "
                         "drop --init")
-    if cfg.init_r <= 0 or cfg.target_r <= 0 or cfg.target_r > cfg.init_r:
-        raise UserError(f"--adalora: need 0 < --target-r ({cfg.target_r}) <= --init-r ({cfg.init_r}): AdaLoRA starts "
+    if init_r <= 0 or target_r <= 0 or target_r > init_r:
+        raise UserError(f"--adalora: need 0 < --target-r ({target_r}) <= --init-r ({init_r}): AdaLoRA starts "
                         "every layer at init_r and prunes to an average of target_r")
-    if cfg.deltaT <= 0:
-        raise UserError(f"--deltaT {cfg.deltaT}: must be a positive number of steps between reallocations")
+    if deltaT <= 0:
+        raise UserError(f"--deltaT {deltaT}: must be a positive number of steps between reallocations")
 
 
-def check_adalora_schedule(cfg, planned_steps: int) -> None:
+def check_adalora_schedule(tinit: int, tfinal: int, planned_steps: int) -> None:
     """AdaLoRA's schedule has to fit the run: known once the data is read, still before the model loads."""
-    if cfg.adalora and cfg.tinit + cfg.tfinal >= planned_steps:
-        raise UserError(f"--adalora: --tinit {cfg.tinit} + --tfinal {cfg.tfinal} must be below the {planned_steps} "
+    if tinit + tfinal >= planned_steps:
+        raise UserError(f"--adalora: --tinit {tinit} + --tfinal {tfinal} must be below the {planned_steps} "
                         "planned optimizer steps, or no step is left to reallocate ranks; lower them or train longer")
 
 
@@ -133,24 +116,24 @@ def loftq_without_gpu():
     lora_layer.loftq_init = loftq_init
 
 
-def save_adapter(model, tokenizer, adapter_dir, cfg, run_dir) -> None:
+def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir) -> None:
     """Save the adapter so that it reloads onto the original base model with the same logits.
 
     PiSSA moves the principal part of W into the adapter, so the trained adapter is converted back to a plain
     LoRA (rank 2r) against the original W, using the starting adapter saved before training. LoftQ replaces W
     by its 4-bit approximation; PEFT's documented way is to save that base next to the adapter (loftq_base/).
     """
-    if cfg.init == "pissa":
+    if init == "pissa":
         model.save_pretrained(adapter_dir, path_initial_model_for_weight_conversion=str(run_dir / "pissa_init"))
         print("PiSSA: saved as a plain LoRA of rank 2r that applies to the original base model")
-    elif cfg.init == "loftq":
+    elif init == "loftq":
         base_dir = run_dir / "loftq_base"
         base = model.get_base_model()
         # The base weights as a plain model has them: drop the LoRA tensors, unwrap "base_layer".
         weights = {name.replace(".base_layer.", "."): tensor for name, tensor in base.state_dict().items()
                    if "lora_" not in name}
         base.save_pretrained(base_dir, state_dict=weights)
-        tokenizer.save_pretrained(base_dir)
+        save_tokenizer(tokenizer, base_dir)
         config = model.peft_config["default"]
         config.base_model_name_or_path = str(base_dir)
         config.init_lora_weights, config.loftq_config = True, {}  # trained weights: nothing to initialise on load
@@ -158,7 +141,7 @@ def save_adapter(model, tokenizer, adapter_dir, cfg, run_dir) -> None:
         print(f"LoftQ: saved the base weights it starts from to {base_dir}; the adapter points at them")
     else:
         model.save_pretrained(adapter_dir)  # LoRA weights and adapter_config.json only, not the base model
-    tokenizer.save_pretrained(adapter_dir)
+    save_tokenizer(tokenizer, adapter_dir)  # so that AutoTokenizer loads it back as it was
 
 
 def save_pissa_start(model, run_dir) -> None:

@@ -82,16 +82,25 @@ def load_config(model: str):
         from common.tiny_model import tiny_model_path
         model = str(tiny_model_path("llama3"))
     path = Path(model)
-    if path.is_file() or (path.is_dir() and (path / "config.json").exists()):
-        return AutoConfig.from_pretrained(str(path))
+    if path.is_dir() and not (path / "config.json").exists():
+        raise UserError(f"{model}: a directory without config.json; give a model directory, a config.json or a hub id")
+    if path.is_file() or path.is_dir():
+        try:
+            return AutoConfig.from_pretrained(str(path))
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"{path / 'config.json' if path.is_dir() else path}: cannot be read as a model config "
+                            f"({str(err).splitlines()[0][:160]}); is it complete? copy it again") from None
+    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+        raise UserError(f"{model}: not found (no such directory); give a model directory, a config.json or a hub id")
     bundled = bundled_config_path(model)
     if bundled is not None:
         return AutoConfig.from_pretrained(str(bundled))
     try:
         return AutoConfig.from_pretrained(model)
     except (OSError, ValueError) as err:
-        raise UserError(f"{model}: cannot read its config.json ({str(err).splitlines()[0]}); pass a local "
-                        f"config.json or model directory, or a bundled arch ({', '.join(sorted(set(BUNDLED.values())))})")
+        raise UserError(f"{model}: cannot get its config.json ({str(err).splitlines()[0][:160]}); check the hub id "
+                        "and the network, or pass a local model directory or config.json (bundled archs: "
+                        f"{', '.join(sorted(set(BUNDLED.values())))})") from None
 
 
 @dataclass
@@ -107,6 +116,8 @@ class Shape:
     vocab: int
     attention_width: int  # heads * head_dim
     max_positions: int
+    model_type: str = ""  # config.json's model_type: llama, qwen2, mllama, t5, ...
+    linear_names: list[str] = field(default_factory=list)  # leaf names of the linear layers LoRA can target
     vision: dict | None = None  # {"hidden", "layers", "intermediate"} for a vision tower
 
     @property
@@ -114,23 +125,36 @@ class Shape:
         return self.quantisable + self.other
 
 
+def model_shape_of(model: str) -> Shape:
+    """The Shape of `model` (see load_config for what it may be), from its config alone."""
+    return model_shape(load_config(model), model)
+
+
 def model_shape(config, name: str = "") -> Shape:
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
 
     vision_config = getattr(config, "vision_config", None)
-    with torch.device("meta"):
-        if vision_config is not None:
-            model = AutoModelForImageTextToText.from_config(config)
-        else:
-            model = AutoModelForCausalLM.from_config(config)
-    quantisable, lora_dims, matmul = 0, [], 0
+    if vision_config is not None:
+        auto = AutoModelForImageTextToText
+    elif getattr(config, "is_encoder_decoder", False):
+        auto = AutoModelForSeq2SeqLM
+    else:
+        auto = AutoModelForCausalLM
+    try:
+        with torch.device("meta"):  # the model's layers without memory: their shapes are all that is needed
+            model = auto.from_config(config)
+    except (ValueError, KeyError) as err:
+        raise UserError(f"{name or config.model_type}: transformers cannot build a {auto.__name__[12:]} from its "
+                        f"config ({str(err).splitlines()[0][:120]}); use a chat model's id or directory") from None
+    quantisable, lora_dims, matmul, linear_names = 0, [], 0, set()
     for module_name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
             matmul += module.weight.numel()
             if module_name.rsplit(".", 1)[-1] != "lm_head":
                 quantisable += module.weight.numel()
                 lora_dims.append(module.in_features + module.out_features)
+                linear_names.add(module_name.rsplit(".", 1)[-1])
     total = sum(p.numel() for p in model.parameters())
     text = config.get_text_config()
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
@@ -142,7 +166,8 @@ def model_shape(config, name: str = "") -> Shape:
                  other=total - quantisable, lora_dims=lora_dims, matmul_params=matmul,
                  layers=text.num_hidden_layers, hidden=text.hidden_size, vocab=text.vocab_size,
                  attention_width=text.num_attention_heads * head_dim,
-                 max_positions=getattr(text, "max_position_embeddings", 4096), vision=vision)
+                 max_positions=getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", 4096),
+                 model_type=config.model_type, linear_names=sorted(linear_names), vision=vision)
 
 
 @dataclass
@@ -255,9 +280,9 @@ def plan_memory(model: str, gpu: str | None = None, seq: int = 2048, r: int = 16
         except ValueError:
             raise UserError(f"--gpu {gpu}: choose {', '.join(GPUS)} or a size in GiB like 40") from None
         gpu_name = f"a {gpu_gib:g} GiB GPU"
-    for flag, value in (("seq", seq), ("r", r), ("batch", batch)):
+    for flag, value in (("--max-seq-length", seq), ("--r", r), ("--batch-size", batch)):
         if value <= 0:
-            raise UserError(f"--{flag} {value}: must be a positive integer")
+            raise UserError(f"{flag} {value}: must be a positive integer")
     if shape is None:
         shape = model_shape(load_config(model), model)
     if seq > shape.max_positions:
@@ -284,7 +309,7 @@ def plan_memory(model: str, gpu: str | None = None, seq: int = 2048, r: int = 16
     suggestions = []
     if not fits:
         if not load_in_4bit and need(four_bit=True)[1] <= gpu_gib:
-            suggestions.append(f"load in 4-bit (QLoRA, --load-in-4bit true): {need(four_bit=True)[1]:.2f} GiB")
+            suggestions.append(f"load in 4-bit (QLoRA, --load-in-4bit True): {need(four_bit=True)[1]:.2f} GiB")
         max_seq = longest()
         if max_seq:
             suggestions.append(f"a shorter sequence: --max-seq-length {max_seq} fits "

@@ -31,11 +31,15 @@ def check_batch(model, tokenizer, batch: dict, first: dict, name: str = "example
     check fails. `first` is the batch's first example, printed with its trained part marked."""
     for key, tensor in batch.items():
         print(f"  {key:20s} shape {tuple(tensor.shape)}  dtype {tensor.dtype}")
-    labels = batch["labels"]
-    if not (labels == IGNORE_INDEX).any():
-        raise UserError("preflight: no label is -100, so the prompt would be trained too; check the label layout")
-    if not (labels != IGNORE_INDEX).any():
-        raise UserError("preflight: every label is -100, so nothing would be trained; check the data has assistant turns")
+    labels, real = batch["labels"], batch["attention_mask"].bool()
+    for row in range(labels.shape[0]):  # each example on its own tokens: padding is -100 too, and proves nothing
+        own = labels[row][real[row]]
+        if not (own == IGNORE_INDEX).any():
+            raise UserError(f"preflight: example {row} of the batch has no -100 label on its own tokens, so its prompt "
+                            "would be trained too; check the label layout")
+        if not (own != IGNORE_INDEX).any():
+            raise UserError(f"preflight: every label of example {row} is -100, so nothing would be trained; check the "
+                            "data has assistant turns")
     device = next(model.parameters()).device
     with torch.no_grad():
         loss = model(**{k: v.to(device) for k, v in batch.items()}).loss.item()

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
-from common.data import DataError, LoadedData, _check_order, read_records
-from common.labels import IGNORE_INDEX, TemplateError, build_examples, dataset_stats
+from common.data import ROLES, DataError, check_order
+from common.labels import IGNORE_INDEX, TemplateError, build_examples
+from common.errors import UserError
 from common.preflight import check_batch, pad_batch
 
 IMAGE_TOKEN = "<|image|>"  # Llama 3.2 Vision's; the template puts one where each image part stands
-ROLES = ("system", "user", "assistant")
+MAX_IMAGE_PIXELS = 8192 * 8192  # larger is refused: a decompression bomb, or far more than a 560-pixel tile needs
 
 
 @dataclass
@@ -38,6 +39,8 @@ def is_vision_record(record) -> bool:
 
 
 def check_image(file: Path, path, line, where: str, written: str):
+    """Decode the whole image now (cheap at these sizes): a file that opens but whose pixels are corrupt or cut
+    off, or a decompression bomb, must fail here with its line, not in the middle of training."""
     from PIL import Image, UnidentifiedImageError
 
     if not file.is_file():
@@ -45,9 +48,12 @@ def check_image(file: Path, path, line, where: str, written: str):
                         "relative to the data file's folder")
     try:
         with Image.open(file) as image:
-            image.verify()  # reads the whole file: a truncated or corrupt image fails here, not mid-training
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(path, line, where, f"cannot read {written} as an image ({type(err).__name__}: {err}); "
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise DataError(path, line, where, f"{written} is {image.width}x{image.height} pixels, too large to "
+                                "decode safely; resize it (the model sees 560-pixel tiles)")
+            image.convert("RGB").load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(path, line, where, f"cannot decode {written} as an image ({type(err).__name__}: {err}); "
                         "replace it with a PNG or JPEG file") from None
 
 
@@ -97,7 +103,7 @@ def to_vision_messages(record, path, line) -> VisionConversation:
             else:
                 raise DataError(path, line, f"{at}.type", f"unknown part type {kind!r}; use \"text\" or \"image\"")
         messages.append({"role": turn["role"], "content": parts})
-    _check_order(messages, path, line, "messages")
+    check_order(messages, path, line, "messages")
     if not images:
         raise DataError(path, line, "messages", "no image in this conversation; the vision recipe trains on image "
                         "conversations: add an image part to the first user turn (text-only data: recipes/llama_text.py)")
@@ -111,24 +117,6 @@ def to_vision_messages(record, path, line) -> VisionConversation:
     return VisionConversation(messages, images, line)
 
 
-def load_vision_conversations(path, skip_bad_rows: bool = False) -> LoadedData:
-    """All image conversations in `path`. A bad row raises DataError, or with skip_bad_rows is counted and skipped."""
-    loaded = LoadedData([])
-    for line, record in read_records(path):
-        try:
-            if isinstance(record, DataError):
-                raise record
-            loaded.conversations.append(to_vision_messages(record, path, line))
-        except DataError as err:
-            if not skip_bad_rows:
-                raise
-            loaded.skipped.append(err)
-    if not loaded.conversations:
-        skipped = f" ({len(loaded.skipped)} bad rows skipped; the first: {loaded.skipped[0]})" if loaded.skipped else ""
-        raise DataError(path, None, None, "no usable conversations in this file" + skipped)
-    return loaded
-
-
 def label_tokenizer(processor):
     """The processor's tokenizer, rendering with the processor's chat template (the one inference uses), so
     common/labels.py can render and tokenize with a single object."""
@@ -138,29 +126,18 @@ def label_tokenizer(processor):
     return tokenizer
 
 
-def build_vision_examples(tokenizer, conversation: VisionConversation, layout: str, max_length: int | None):
+def build_vision_examples(tokenizer, conversation: VisionConversation, layout: str, max_length: int | None,
+                          empty_think: bool = True):
     """common.labels.build_examples, plus the image files each example shows (its first k images, where k is the
     number of <|image|> tokens left in it: a `split` example or a truncated one may stop before a later image)."""
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    examples, dropped = build_examples(tokenizer, conversation.messages, layout, max_length)
+    examples, dropped = build_examples(tokenizer, conversation.messages, layout, max_length, empty_think)
     for example in examples:
         if image_id in [label for label in example["labels"] if label != IGNORE_INDEX]:
-            raise TemplateError(f"line {conversation.line}: an {IMAGE_TOKEN} token would be trained; the chat template "
-                                "renders images inside an assistant reply")
+            raise TemplateError(f"an {IMAGE_TOKEN} token would be trained; the chat template renders images inside "
+                                "an assistant reply")
         example["image_files"] = [str(p) for p in conversation.images[: example["input_ids"].count(image_id)]]
     return [e for e in examples if e["image_files"]], dropped + sum(not e["image_files"] for e in examples)
-
-
-def build_vision_dataset(tokenizer, conversations, layout: str, max_length: int):
-    """Examples for all conversations, and counts for the log (as common.labels.build_dataset)."""
-    examples, dropped = [], 0
-    for conversation in conversations:
-        new, lost = build_vision_examples(tokenizer, conversation, layout, max_length)
-        examples += new
-        dropped += lost
-    stats = dataset_stats(len(conversations), examples, dropped)
-    stats["images"] = sum(len(e["image_files"]) for e in examples)
-    return examples, stats
 
 
 def load_images(files) -> list:
@@ -203,40 +180,8 @@ class MllamaCollator:
                 "cross_attention_mask": torch.from_numpy(cross_attention_mask)}
 
 
-@torch.no_grad()
-def generate_vision_reply(model, processor, messages, images, max_new_tokens: int) -> str:
-    prompt = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    inputs = processor(images=[load_images(images)], text=[prompt], add_special_tokens=False, return_tensors="pt")
-    inputs = inputs.to(next(model.parameters()).device)
-    tokenizer = processor.tokenizer
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
-def compare_vision_replies(model, processor, conversations, max_new_tokens: int) -> list[dict]:
-    """For each conversation, answer its first question about its image without and with LoRA, beside the reference."""
-    rows = []
-    for conversation in conversations:
-        messages = conversation.messages
-        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prompt = messages[:first]
-        images = conversation.images[: sum(p["type"] == "image" for m in prompt for p in m["content"])]
-        with model.disable_adapter():  # the same weights with LoRA switched off: the base model
-            base = generate_vision_reply(model, processor, prompt, images, max_new_tokens)
-        tuned = generate_vision_reply(model, processor, prompt, images, max_new_tokens)
-        question = " ".join(p["text"] for p in prompt[-1]["content"] if p["type"] == "text")
-        reference = " ".join(p["text"] for p in messages[first]["content"] if p["type"] == "text")
-        rows.append({"image": str(images[-1]), "prompt": question, "reference": reference, "base": base, "tuned": tuned})
-        print(f"--- image:     {images[-1].name}\n    prompt:    {question}\n    reference: {reference}\n"
-              f"    base:      {base}\n    tuned:     {tuned}")
-    return rows
-
-
 def preflight_vision(model, collator, tokenizer, examples, batch_size: int) -> float:
     """common/preflight.py's checks on a batch built by the vision collator, and no <|image|> token trained."""
-    from common.errors import UserError
-
     batch = collator(examples[:batch_size])
     if (batch["labels"] == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any():
         raise UserError(f"preflight: an {IMAGE_TOKEN} token is trained; check the chat template")

@@ -6,10 +6,13 @@ picked for the GPU and printed: fp16 on a T4, bf16 on Ampere or newer.
 On what: datasets/instructions (200 instruction/response records, Chinese and English) or
 datasets/guanaco_style ("### Human: ... ### Assistant: ..." text, as in the QLoRA Guanaco example), both rendered with the
 Llama-3 chat template; or your own JSONL/JSON in any format the README lists.
-Labels: each reply and its <|eot_id|>; never the prompt or the "<|start_header_id|>assistant" header.
+Labels: each reply and its <|eot_id|>; never the prompt or the "<|start_header_id|>assistant" header. The
+Llama-3.1/3.2 template opens every conversation with a "Cutting Knowledge Date ... Today Date" system block: it is
+context, rendered the same way at inference (and in the exported Ollama Modelfile).
 LoRA variants: --use-rslora, --use-dora, --init gaussian|pissa|loftq, --adalora (see README for when to use which).
-GPU memory: about 7.3 GiB for the 8B model in 4-bit at 2K context, batch 2 (measured for raw Unsloth on an
-H100: fits a free 15 GB T4); --init pissa/loftq load in 16-bit: about 17 GiB, which needs a 24 GB card.
+GPU memory: about 7.3 GiB for the 8B model in 4-bit at 2K context, batch 2 (the reference measurement of raw
+Unsloth on an H100, not of this recipe: should fit a free 15 GB T4); --init pissa/loftq load in 16-bit: about
+17 GiB (planner estimate), which needs a 24 GB card.
 
     python recipes/llama_text.py                                                 # real model, GPU + internet
     python recipes/llama_text.py --model tiny                                    # offline test model, CPU is fine
@@ -22,49 +25,54 @@ Every config field below can be overridden with --field-name value (python ... -
 # %% config
 from unsloth import FastLanguageModel, is_bfloat16_supported  # first: Unsloth patches transformers and TRL
 
+import dataclasses
 import gc
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import peft
 import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
+from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
 from common.config import parse_config
 from common.data import load_conversations
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
-from common.export import export_run
-from common.labels import LAYOUTS, build_dataset
-from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
+from common.export import check_export_request, export_run
+from common.labels import build_dataset
 from common.loss_plot import save_loss_plot
-from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_options, loftq_without_gpu,
-                         memory_note, model_outline, planned_steps, resolve_targets, save_adapter, save_pissa_start)
-from common.memory_plan import plan_memory
+from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_options, loftq_without_gpu, memory_note,
+                         planned_steps, resolve_targets, save_adapter, save_pissa_start)
+from common.memory_plan import model_shape_of, plan_memory
 from common.preflight import preflight
-from common.runs import prepare_run_dir, save_run_config
+from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
 from common.tiny_model import tiny_model_path
 from common.timing import StepTimer
+from common.tokenizer import check_tokenizer, load_tokenizer
+from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_disk_for_checkpoints,
+                                 check_training_options, disk_full_is_an_error)
 
 
 @dataclass
 class Config:
     model: str = "unsloth/Meta-Llama-3.1-8B-Instruct"  # hub id, local path, or "tiny" (offline random-weight test model)
-    load_in_4bit: bool | None = None  # unset: 4-bit (QLoRA) unless --init pissa/loftq needs 16-bit; tiny: float32
+    load_in_4bit: bool | None = None  # unset: 4-bit (QLoRA) on a GPU unless --init pissa/loftq; 16-bit without a GPU
     max_seq_length: int = 2048  # longer examples keep their first max_seq_length tokens
     # LoRA
     r: int = 16  # rank of the LoRA matrices
     lora_alpha: int = 32  # LoRA scale is lora_alpha / r
     lora_dropout: float = 0.0  # 0 keeps Unsloth's fastest LoRA path
-    bias: str = "none"  # none | all | lora_only
+    bias: Literal["none", "all", "lora_only"] = "none"  # which biases train too
     targets: str = "all-linear"  # attention | mlp | all-linear | a list like q_proj,v_proj (embed_tokens, lm_head: trained whole)
     use_rslora: bool = False  # scale by lora_alpha / sqrt(r): steadier at high rank
     use_dora: bool = False  # DoRA: learn magnitude and direction; better at low rank, slower
-    init: str = "default"  # default | gaussian | pissa | loftq (pissa and loftq load the model in 16-bit)
+    init: Literal["default", "gaussian", "pissa", "loftq"] = "default"  # pissa and loftq load the model in 16-bit
     adalora: bool = False  # AdaLoRA: PEFT's, rank budget reallocated during training (not with dora/rslora/init)
     init_r: int = 12  # AdaLoRA: starting rank of every layer
     target_r: int = 8  # AdaLoRA: average rank left at the end
@@ -77,7 +85,8 @@ class Config:
     # data and labels
     train_file: str = "datasets/instructions/train.jsonl"  # .jsonl or .json
     eval_file: str = "datasets/instructions/test.jsonl"  # held-out records
-    label_layout: str = "all_turns"  # all_turns | last_turn | split
+    label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"  # which replies are trained (README: Labels)
+    empty_think: bool = True  # R1-Distill, reply without reasoning: train an empty think block after "<think>\n"
     skip_bad_rows: bool = False  # skip and count bad rows instead of stopping at the first
     # training
     batch_size: int = 2  # per step; padding-free on a GPU, so no compute is spent on padding
@@ -86,8 +95,8 @@ class Config:
     num_train_epochs: float = 1.0
     max_steps: int = -1  # stop after this many optimizer steps (-1: run num_train_epochs)
     warmup_steps: int = 5
-    lr_scheduler: str = "constant"  # constant, as in the QLoRA Guanaco setup; linear | cosine ...
-    optim: str = "paged_adamw_8bit"  # paged_adamw_8bit | paged_adamw_32bit | adamw_8bit; on CPU: adamw_torch_fused
+    lr_scheduler: Scheduler = "constant"  # constant, as in the QLoRA Guanaco setup; linear | cosine | ...
+    optim: Optimizer = "paged_adamw_8bit"  # paged_adamw_8bit | paged_adamw_32bit | adamw_8bit | ...; on CPU: adamw_torch_fused
     weight_decay: float = 0.01
     max_grad_norm: float = 0.3  # QLoRA's Guanaco setup clips at 0.3
     group_by_length: bool = False  # batch examples of similar length (matters only with padded batches)
@@ -96,29 +105,49 @@ class Config:
     # output
     output_dir: str = "runs/llama_text"  # a run directory; an existing one is never overwritten
     resume: bool = False  # continue from the newest checkpoint in output_dir
-    overwrite: bool = False  # replace an existing output_dir instead of writing to output_dir-2
+    overwrite: bool = False  # replace the run in output_dir instead of writing to output_dir-2
     eval_prompts: int = 3  # held-out prompts answered by the base and the tuned model
     max_new_tokens: int = 64
-    export: str = "none"  # after saving: none | adapter | merged16 | gguf (scripts/export.py does the same later)
-    export_quants: str = "q4_k_m"  # for gguf: any of f16,q8_0,q4_k_m (f16 is always made first)
+    export: Literal["none", "adapter", "merged16", "gguf"] = "none"  # after saving (scripts/export.py does it later too)
+    export_quants: list[Literal["f16", "q8_0", "q4_k_m"]] = dataclasses.field(default_factory=lambda: ["q4_k_m"])  # gguf
 
 
 sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
 cfg = parse_config(Config, description=__doc__)
-if cfg.label_layout not in LAYOUTS:
-    raise UserError(f"--label-layout {cfg.label_layout!r}: choose one of {', '.join(LAYOUTS)}")
 ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 
 
 def data_path(name: str) -> Path:  # relative paths work from the project root or from where you run
     return Path(name) if Path(name).exists() or Path(name).is_absolute() else ROOT / name
 
-check_lora_options(cfg)  # a combination that cannot work stops here, before anything is downloaded
+
+if cfg.model == "tiny" and cfg.learning_rate == Config.learning_rate:  # random weights need bigger steps
+    cfg.learning_rate = 2e-3
+    print("tiny model: learning_rate 2e-3 (set --learning-rate to choose another)")
+
+# Every setting that can be checked without the model is checked here, before anything is downloaded.
+on_gpu = torch.cuda.is_available()
+model_name = str(tiny_model_path("llama3")) if cfg.model == "tiny" else cfg.model
+# 4-bit needs bitsandbytes' CUDA kernels, and PiSSA/LoftQ rewrite 16-bit weights; the tiny model trains in float32.
+load_in_4bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else (
+    on_gpu and cfg.model != "tiny" and cfg.init not in NEEDS_16BIT)
+check_training_options(learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                       num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
+                       weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, save_steps=cfg.save_steps,
+                       max_seq_length=cfg.max_seq_length, eval_prompts=cfg.eval_prompts,
+                       max_new_tokens=cfg.max_new_tokens)
+check_lora_options(r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, init=cfg.init,
+                   load_in_4bit=cfg.load_in_4bit, use_dora=cfg.use_dora, use_rslora=cfg.use_rslora,
+                   adalora=cfg.adalora, init_r=cfg.init_r, target_r=cfg.target_r, deltaT=cfg.deltaT)
+shape = model_shape_of(model_name)  # from config.json alone, on the meta device: nothing is downloaded but that
+check_export_request(cfg.export, cfg.export_quants, shape.model_type)
+run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
+if load_in_4bit and not on_gpu:
+    raise UserError("--load-in-4bit: 4-bit loading needs a GPU (bitsandbytes' CUDA kernels); leave it unset on a CPU")
 
 # Will it fit? Predicted from config.json alone, before any weights are downloaded (scripts/plan_memory.py).
-model_name = str(tiny_model_path("llama3")) if cfg.model == "tiny" else cfg.model
 plan = plan_memory(model_name, seq=cfg.max_seq_length, r=cfg.init_r if cfg.adalora else cfg.r, batch=cfg.batch_size,
-                   load_in_4bit=cfg.model != "tiny" and cfg.load_in_4bit is not False and cfg.init not in NEEDS_16BIT)
+                   load_in_4bit=load_in_4bit, shape=shape)
 print(plan.summary())
 if not plan.fits:
     print("warning: this run is predicted not to fit the GPU; see the suggestions above")
@@ -134,28 +163,28 @@ for name, loaded in (("train", train_data), ("eval", eval_data)):
     for err in loaded.skipped[:5]:
         print(f"  skipped {err}")
 
-n_params, linear_layers = model_outline(model_name)  # from config.json alone: check the LoRA options first
-targets = resolve_targets(cfg.targets, linear_layers)
+targets = resolve_targets(cfg.targets, shape.linear_names)
 n_examples = sum(1 if cfg.label_layout != "split" else sum(m["role"] == "assistant" for m in c.messages)
                  for c in train_data.conversations)
 total_steps = planned_steps(n_examples, cfg.batch_size, cfg.grad_accum, cfg.num_train_epochs, cfg.max_steps)
-check_adalora_schedule(cfg, total_steps)
+if cfg.adalora:
+    check_adalora_schedule(cfg.tinit, cfg.tfinal, total_steps)
 
-on_gpu = torch.cuda.is_available()
 if cfg.model == "tiny":
-    dtype, load_in_4bit = torch.float32, False
-    if cfg.learning_rate == Config.learning_rate:  # random weights need bigger steps to show the loss falling
-        cfg.learning_rate = 2e-3
-        print("tiny model: learning_rate 2e-3 (set --learning-rate to choose another)")
-else:  # bf16 needs Ampere or newer; a T4 (Colab's free GPU) and a V100 get fp16
-    dtype = torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float16
-    load_in_4bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else cfg.init not in NEEDS_16BIT
-    if not load_in_4bit and cfg.init in NEEDS_16BIT:
-        print(f"--init {cfg.init} needs 16-bit base weights: loading in 16-bit; {memory_note(n_params)}")
-print(f"loading {cfg.model}: {n_params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
+    dtype = torch.float32
+elif on_gpu:  # bf16 needs Ampere or newer; a T4 (Colab's free GPU) and a V100 get fp16
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+else:
+    dtype = torch.float32  # a CPU has no fast 16-bit matmuls
+if not load_in_4bit and cfg.init in NEEDS_16BIT and on_gpu:
+    print(f"--init {cfg.init} needs 16-bit base weights: loading in 16-bit; {memory_note(shape.params)}")
+print(f"loading {cfg.model}: {shape.params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
       f"{'4-bit nf4 with double quantisation (QLoRA)' if load_in_4bit else 'no quantisation'}")
 model, tokenizer = FastLanguageModel.from_pretrained(
     model_name=model_name, max_seq_length=cfg.max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit)
+# The tokenizer as the model's own tokenizer.json tokenizes; rebuilt from it (and said so) when transformers got it wrong.
+tokenizer = load_tokenizer(model_name, tokenizer,
+                           texts=[m["content"] for c in train_data.conversations[:8] for m in c.messages])
 if not tokenizer.chat_template:
     raise UserError(f"{cfg.model} has no chat template: use an Instruct model, for example unsloth/Meta-Llama-3.1-8B-Instruct")
 if tokenizer.pad_token is None:
@@ -171,8 +200,11 @@ callbacks = []
 if cfg.adalora:  # Unsloth has no AdaLoRA: PEFT's, with its rank budget updated after every optimizer step
     if load_in_4bit:
         model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    model = peft.get_peft_model(model, adalora_config(cfg, targets, total_steps))
-    callbacks.append(AdaLoraBudget(model))
+    model = peft.get_peft_model(model, adalora_config(
+        targets=targets, total_steps=total_steps, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        bias=cfg.bias, init_r=cfg.init_r, target_r=cfg.target_r, tinit=cfg.tinit, tfinal=cfg.tfinal,
+        deltaT=cfg.deltaT, beta1=cfg.beta1, beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight))
+    callbacks.append(AdaLoraBudget())
 else:
     if cfg.init == "loftq" and not on_gpu:
         loftq_without_gpu()  # PEFT computes LoftQ on CUDA only
@@ -185,8 +217,10 @@ trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 model.print_trainable_parameters()
 
 # %% data and labels
-train_examples, train_stats = build_dataset(tokenizer, train_data.conversations, cfg.label_layout, cfg.max_seq_length)
-eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length)
+train_examples, train_stats = build_dataset(tokenizer, train_data.conversations, cfg.label_layout, cfg.max_seq_length,
+                                            source=cfg.train_file, empty_think=cfg.empty_think)
+eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length,
+                                          source=cfg.eval_file, empty_think=cfg.empty_think)
 for name, stats in (("train", train_stats), ("eval", eval_stats)):
     print(f"{name} [{cfg.label_layout}]: {stats['examples']} examples from {stats['conversations']} conversations, "
           f"{stats['trained_tokens']} trained of {stats['tokens']} tokens, "
@@ -196,10 +230,14 @@ if not train_examples:
 
 # %% preflight
 print("preflight:")
+checked = check_tokenizer(tokenizer, train_data.conversations, cfg.train_file)
+print(f"  tokenizer: {checked['conversations']} conversations round-trip exactly; the template's special tokens "
+      f"{', '.join(checked['markers'])} are one token each")
 preflight(model, tokenizer, train_examples, cfg.batch_size)
+check_disk_for_checkpoints(run.run_dir, trainable_params, cfg.optim)
 
 # %% train
-run_dir, checkpoint = prepare_run_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
+run_dir = open_run_dir(run)  # only now: nothing on disk changes until every check above has passed
 save_run_config(cfg, run_dir)
 step_timer = StepTimer()
 if cfg.init == "pissa":
@@ -230,7 +268,7 @@ trainer = SFTTrainer(
         logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=2,
+        save_total_limit=SAVE_TOTAL_LIMIT,
         seed=cfg.seed,
         report_to="none",
     ),
@@ -238,8 +276,14 @@ trainer = SFTTrainer(
 )
 reserved_before = torch.cuda.max_memory_reserved() / 2**30 if on_gpu else 0.0
 start = time.time()
-trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-seconds = time.time() - start
+with disk_full_is_an_error(run_dir):
+    trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
+    seconds = time.time() - start
+    # Saved before anything optional runs: an error in the evaluation below cannot lose the trained adapter.
+    adapter_dir = run_dir / "adapter"
+    save_adapter(model, tokenizer, adapter_dir, cfg.init, run_dir)
+    (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+finish_replacing(run)
 losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 tokens = max([entry.get("num_tokens", 0) for entry in trainer.state.log_history] or [0])  # real tokens, no padding
 print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s ({tokens / seconds:,.0f} tokens/s); "
@@ -262,9 +306,6 @@ replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_p
 if cfg.adalora:
     print("AdaLoRA final ranks:")
     report_adalora_ranks(model, cfg.init_r, run_dir / "adalora_ranks.json")
-adapter_dir = run_dir / "adapter"
-save_adapter(model, tokenizer, adapter_dir, cfg, run_dir)
-(run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
 save_loss_plot(trainer.state.log_history, run_dir / "loss.png", title=cfg.model)
 (run_dir / "eval.json").write_text(json.dumps({**metrics, "training": training, "replies": replies,
                                                "train": train_stats, "eval": eval_stats}, indent=1, ensure_ascii=False))
@@ -275,7 +316,7 @@ if cfg.export != "none":
     del trainer, model  # free the GPU: merging loads the 16-bit base model
     gc.collect()
     torch.cuda.empty_cache()
-    exported = export_run(run_dir, cfg.export, cfg.export_quants.split(","), overwrite=cfg.overwrite)
+    exported = export_run(run_dir, cfg.export, cfg.export_quants, overwrite=cfg.overwrite)
     print(f"exported to {run_dir / 'export'}: " + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
 else:
     print(f"to export later: python scripts/export.py {run_dir} --to gguf --quant q4_k_m")

@@ -12,7 +12,7 @@ image paths relative to the data file; a missing or unreadable image stops the r
 Labels: each answer and its <|eot_id|>; never the <|image|> token, the question or the assistant header.
 Backend: Unsloth FastVisionModel on a GPU; on a CPU (FastVisionModel needs CUDA) transformers + PEFT with the
 same LoRA layers (common/backend.py chooses and the run prints which).
-GPU memory: reference measured by someone else on one H100, with a random-weight model of the 11B Vision shape,
+GPU memory: a reference measured by someone else (not this recipe) on one H100, with a random-weight model of the 11B Vision shape,
 560-pixel images, batch 2 x 4 accumulation, r=16, all four switches on: Unsloth FastVisionModel 4.06 s per
 step at 9.55 GiB peak; plain transformers + PEFT + bitsandbytes 5.58 s at 41.2 GiB. So this recipe should fit a
 free 15 GB T4 (not measured on a T4; the T4 has no bf16 and runs fp16, and is several times slower per step).
@@ -20,7 +20,7 @@ Export: adapter and merged16 (scripts/export.py); GGUF is refused: llama.cpp has
 
     python recipes/llama_vision.py                                   # real model, GPU + internet
     python recipes/llama_vision.py --model tiny                      # offline tiny Mllama, CPU is fine
-    python recipes/llama_vision.py --finetune-vision-layers false    # language layers only
+    python recipes/llama_vision.py --no-finetune-vision-layers       # language layers only
     python scripts/show_labels.py datasets/vision/train.jsonl --model tiny   # what is trained, image shown as <|image|>
 
 Every config field below can be overridden with --field-name value (python ... --help lists them).
@@ -28,42 +28,49 @@ Every config field below can be overridden with --field-name value (python ... -
 # %% config
 import unsloth  # noqa: F401  first: Unsloth patches transformers and TRL (on a CPU: TRL's fused loss)
 
+import dataclasses
 import gc
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from datasets import Dataset
-from transformers import AutoConfig
 from trl import SFTConfig, SFTTrainer
 
-from common.backend import UNSLOTH, add_vision_lora, for_inference, for_training, load_vision_model, vision_backend
+from common.backend import (UNSLOTH, add_vision_lora, check_vision_switches, for_inference, for_training,
+                            load_vision_model, vision_backend)
 from common.config import parse_config
+from common.data import load_conversations
 from common.errors import UserError, report_user_errors
-from common.export import export_run
-from common.labels import LAYOUTS
+from common.evaluate import compare_replies
+from common.export import check_export_request, export_run
+from common.labels import build_dataset
+from common.lora import check_lora_options
 from common.loss_plot import save_loss_plot
-from common.memory_plan import plan_memory
-from common.runs import prepare_run_dir, save_run_config
+from common.memory_plan import model_shape_of, plan_memory
+from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
 from common.timing import StepTimer
 from common.tiny_vision import tiny_vision_model_path
-from common.vision import (MllamaCollator, build_vision_dataset, compare_vision_replies, label_tokenizer,
-                           load_vision_conversations, preflight_vision)
+from common.tokenizer import check_tokenizer, save_tokenizer
+from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_disk_for_checkpoints,
+                                 check_training_options, disk_full_is_an_error)
+from common.vision import MllamaCollator, build_vision_examples, label_tokenizer, preflight_vision, to_vision_messages
 
 
 @dataclass
 class Config:
     model: str = "unsloth/Llama-3.2-11B-Vision-Instruct"  # hub id, local path, or "tiny" (offline random-weight test model)
-    load_in_4bit: bool | None = None  # unset: 4-bit on a GPU; tiny: float32
+    load_in_4bit: bool | None = None  # unset: 4-bit on a GPU, 16-bit without one; tiny: float32
     max_seq_length: int = 2048  # longer examples keep their first max_seq_length tokens (text tokens: an image is one)
     # LoRA
     r: int = 16  # rank of the LoRA matrices
     lora_alpha: int = 16  # LoRA scale is lora_alpha / r (Unsloth's vision notebooks use alpha = r)
     lora_dropout: float = 0.0  # 0 keeps Unsloth's fastest LoRA path
-    bias: str = "none"  # none | all | lora_only
+    bias: Literal["none", "all", "lora_only"] = "none"  # which biases train too
     use_rslora: bool = False  # scale by lora_alpha / sqrt(r): steadier at high rank
     finetune_vision_layers: bool = True  # LoRA on the vision encoder
     finetune_language_layers: bool = True  # LoRA on the language model (its cross-attention layers included)
@@ -72,7 +79,7 @@ class Config:
     # data and labels
     train_file: str = "datasets/vision/train.jsonl"  # .jsonl or .json; image paths relative to it
     eval_file: str = "datasets/vision/test.jsonl"  # held-out conversations
-    label_layout: str = "all_turns"  # all_turns | last_turn | split
+    label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"  # which replies are trained (README: Labels)
     skip_bad_rows: bool = False  # skip and count bad rows instead of stopping at the first
     # training
     batch_size: int = 2  # per step (padded batches: vision batches cannot be padding-free)
@@ -81,8 +88,8 @@ class Config:
     num_train_epochs: float = 1.0
     max_steps: int = -1  # stop after this many optimizer steps (-1: run num_train_epochs)
     warmup_steps: int = 5
-    lr_scheduler: str = "linear"  # linear | constant | cosine ...
-    optim: str = "adamw_8bit"  # adamw_8bit | paged_adamw_8bit | adamw_torch; on CPU: adamw_torch_fused
+    lr_scheduler: Scheduler = "linear"  # linear | cosine | constant | ... (--help lists all)
+    optim: Optimizer = "adamw_8bit"  # adamw_8bit | paged_adamw_8bit | adamw_torch | ...; on CPU: adamw_torch_fused
     weight_decay: float = 0.01
     max_grad_norm: float = 0.3
     save_steps: int = 20  # write a checkpoint every N optimizer steps (for --resume)
@@ -90,17 +97,14 @@ class Config:
     # output
     output_dir: str = "runs/llama_vision"  # a run directory; an existing one is never overwritten
     resume: bool = False  # continue from the newest checkpoint in output_dir
-    overwrite: bool = False  # replace an existing output_dir instead of writing to output_dir-2
+    overwrite: bool = False  # replace the run in output_dir instead of writing to output_dir-2
     eval_prompts: int = 3  # held-out images answered by the base and the tuned model
     max_new_tokens: int = 48
-    export: str = "none"  # after saving: none | adapter | merged16 (GGUF is refused: llama.cpp has no Mllama)
-    export_quants: str = "f16"  # unused for vision (GGUF only); kept so every recipe has the same fields
+    export: Literal["none", "adapter", "merged16"] = "none"  # after saving; no GGUF: llama.cpp has no Mllama
 
 
 sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
 cfg = parse_config(Config, description=__doc__)
-if cfg.label_layout not in LAYOUTS:
-    raise UserError(f"--label-layout {cfg.label_layout!r}: choose one of {', '.join(LAYOUTS)}")
 ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 
 
@@ -108,19 +112,47 @@ def data_path(name: str) -> Path:  # relative paths work from the project root o
     return Path(name) if Path(name).exists() or Path(name).is_absolute() else ROOT / name
 
 
-# Will it fit? Predicted from config.json alone, before any weights are downloaded (scripts/plan_memory.py).
+if cfg.model == "tiny" and cfg.learning_rate == Config.learning_rate:  # random weights need bigger steps
+    cfg.learning_rate = 5e-3
+    print("tiny model: learning_rate 5e-3 (set --learning-rate to choose another)")
+
+# Every setting that can be checked without the model is checked here, before anything is downloaded.
+on_gpu = torch.cuda.is_available()
 model_name = str(tiny_vision_model_path()) if cfg.model == "tiny" else cfg.model
+# 4-bit needs bitsandbytes' CUDA kernels; the tiny model trains in float32.
+load_in_4bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else (on_gpu and cfg.model != "tiny")
+check_training_options(learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                       num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
+                       weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, save_steps=cfg.save_steps,
+                       max_seq_length=cfg.max_seq_length, eval_prompts=cfg.eval_prompts,
+                       max_new_tokens=cfg.max_new_tokens)
+check_lora_options(r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, use_rslora=cfg.use_rslora)
+check_vision_switches(finetune_vision_layers=cfg.finetune_vision_layers,
+                      finetune_language_layers=cfg.finetune_language_layers,
+                      finetune_attention_modules=cfg.finetune_attention_modules,
+                      finetune_mlp_modules=cfg.finetune_mlp_modules)
+shape = model_shape_of(model_name)  # from config.json alone, on the meta device: nothing is downloaded but that
+if shape.model_type != "mllama":
+    raise UserError(f"{cfg.model} is a {shape.model_type} model; this recipe is for Llama 3.2 Vision (mllama): its data "
+                    "collator builds Mllama's cross-attention mask")
+check_export_request(cfg.export, [], shape.model_type)
+run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
+if load_in_4bit and not on_gpu:
+    raise UserError("--load-in-4bit: 4-bit loading needs a GPU (bitsandbytes' CUDA kernels); leave it unset on a CPU "
+                    "(an 11B model then needs about 44 GB of memory in float32) or use --model tiny")
+
+# Will it fit? Predicted from config.json alone, before any weights are downloaded (scripts/plan_memory.py).
 plan = plan_memory(model_name, seq=cfg.max_seq_length, r=cfg.r, batch=cfg.batch_size, images=1,
-                   load_in_4bit=cfg.model != "tiny" and cfg.load_in_4bit is not False)
+                   load_in_4bit=load_in_4bit, shape=shape)
 print(plan.summary())
 if not plan.fits:
     print("warning: this run is predicted not to fit the GPU; see the suggestions above")
 
 
 # %% load
-# Read the data and open every image first: a bad row should fail in a second, not after a 20 GB download.
-train_data = load_vision_conversations(data_path(cfg.train_file), cfg.skip_bad_rows)
-eval_data = load_vision_conversations(data_path(cfg.eval_file), cfg.skip_bad_rows)
+# Read the data and decode every image first: a bad row should fail in a second, not after a 20 GB download.
+train_data = load_conversations(data_path(cfg.train_file), cfg.skip_bad_rows, parse=to_vision_messages)
+eval_data = load_conversations(data_path(cfg.eval_file), cfg.skip_bad_rows, parse=to_vision_messages)
 for name, loaded in (("train", train_data), ("eval", eval_data)):
     print(f"{name}: {len(loaded.conversations)} conversations, {sum(len(c.images) for c in loaded.conversations)} images"
           + (f", {len(loaded.skipped)} bad rows skipped" if cfg.skip_bad_rows else ""))
@@ -128,21 +160,14 @@ for name, loaded in (("train", train_data), ("eval", eval_data)):
         print(f"  skipped {err}")
 
 backend = vision_backend()  # Unsloth FastVisionModel on a GPU, transformers + PEFT on a CPU; printed
-on_gpu = torch.cuda.is_available()
 if cfg.model == "tiny":
-    dtype, load_in_4bit = torch.float32, False
-    if cfg.learning_rate == Config.learning_rate:  # random weights need bigger steps to show the loss falling
-        cfg.learning_rate = 5e-3
-        print("tiny model: learning_rate 5e-3 (set --learning-rate to choose another)")
-else:  # bf16 needs Ampere or newer; a T4 (Colab's free GPU) and a V100 get fp16
-    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if on_gpu else torch.float32
-    load_in_4bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else on_gpu
-print(f"loading {cfg.model}: dtype {str(dtype).removeprefix('torch.')}, "
+    dtype = torch.float32
+elif on_gpu:  # bf16 needs Ampere or newer; a T4 (Colab's free GPU) and a V100 get fp16
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+else:
+    dtype = torch.float32  # a CPU has no fast 16-bit matmuls
+print(f"loading {cfg.model}: {shape.params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
       f"{'4-bit' if load_in_4bit else 'no quantisation'}")
-model_type = AutoConfig.from_pretrained(model_name).model_type  # config.json alone: refuse before the download
-if model_type != "mllama":
-    raise UserError(f"{cfg.model} is a {model_type} model; this recipe is for Llama 3.2 Vision (mllama): its data "
-                    "collator builds Mllama's cross-attention mask")
 model, processor = load_vision_model(backend, model_name, dtype, load_in_4bit)
 tokenizer = label_tokenizer(processor)  # the processor's tokenizer, rendering with the processor's chat template
 if tokenizer.pad_token is None:  # Llama 3.2 has a token for padding; fall back to the end-of-turn token
@@ -154,16 +179,23 @@ if on_gpu:
           f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")
 
 # %% LoRA
-model = add_vision_lora(backend, model, cfg)
+model = add_vision_lora(backend, model, r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                        bias=cfg.bias, use_rslora=cfg.use_rslora, seed=cfg.seed,
+                        finetune_vision_layers=cfg.finetune_vision_layers,
+                        finetune_language_layers=cfg.finetune_language_layers,
+                        finetune_attention_modules=cfg.finetune_attention_modules,
+                        finetune_mlp_modules=cfg.finetune_mlp_modules)
 trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 model.print_trainable_parameters()
 
 # %% data and labels
-train_examples, train_stats = build_vision_dataset(tokenizer, train_data.conversations, cfg.label_layout, cfg.max_seq_length)
-eval_examples, eval_stats = build_vision_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length)
+train_examples, train_stats = build_dataset(tokenizer, train_data.conversations, cfg.label_layout, cfg.max_seq_length,
+                                            source=cfg.train_file, examples_of=build_vision_examples)
+eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length,
+                                          source=cfg.eval_file, examples_of=build_vision_examples)
 for name, stats in (("train", train_stats), ("eval", eval_stats)):
     print(f"{name} [{cfg.label_layout}]: {stats['examples']} examples from {stats['conversations']} conversations, "
-          f"{stats['images']} images, {stats['trained_tokens']} trained of {stats['tokens']} tokens, "
+          f"{stats.get('images', 0)} images, {stats['trained_tokens']} trained of {stats['tokens']} tokens, "
           f"{stats['dropped_no_trained_token']} dropped (no trained token or image left after truncation)")
 if not train_examples:
     raise UserError(f"{cfg.train_file}: no example has a trained token left; raise --max-seq-length")
@@ -172,10 +204,14 @@ collator = MllamaCollator(processor, tokenizer.pad_token_id, dtype)
 
 # %% preflight
 print("preflight:")
+checked = check_tokenizer(tokenizer, train_data.conversations, cfg.train_file)
+print(f"  tokenizer: {checked['conversations']} conversations round-trip exactly; the template's special tokens "
+      f"{', '.join(checked['markers'])} are one token each")
 preflight_vision(model, collator, tokenizer, train_examples, cfg.batch_size)
+check_disk_for_checkpoints(run.run_dir, trainable_params, cfg.optim)
 
 # %% train
-run_dir, checkpoint = prepare_run_dir(cfg.output_dir, cfg.overwrite, cfg.resume)
+run_dir = open_run_dir(run)  # only now: nothing on disk changes until every check above has passed
 save_run_config(cfg, run_dir)
 step_timer = StepTimer()
 for_training(backend, model)
@@ -208,15 +244,23 @@ trainer = SFTTrainer(
         logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=2,
+        save_total_limit=SAVE_TOTAL_LIMIT,
         seed=cfg.seed,
         report_to="none",
     ),
     callbacks=[step_timer],
 )
 start = time.time()
-trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-seconds = time.time() - start
+with disk_full_is_an_error(run_dir):
+    trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
+    seconds = time.time() - start
+    # Saved before anything optional runs: an error in the evaluation below cannot lose the trained adapter.
+    adapter_dir = run_dir / "adapter"
+    model.save_pretrained(adapter_dir)  # LoRA weights and adapter_config.json only, not the base model
+    processor.save_pretrained(adapter_dir)  # image processor and chat template: the adapter is self-contained
+    save_tokenizer(tokenizer, adapter_dir)
+    (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+finish_replacing(run)
 losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s; "
       f"loss {losses[0]:.4f} (first) -> {losses[-1]:.4f} (last)" if losses else "no step was logged")
@@ -225,19 +269,15 @@ training = {"backend": backend, "steps": trainer.state.global_step, "seconds": r
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "peak_gpu_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if on_gpu else None}
 if on_gpu:
-    print(f"peak GPU memory: {training['peak_gpu_gib']:.2f} GiB reserved")
+    print(f"peak GPU memory: {training['peak_gpu_gib']:.2f} GiB reserved; predicted {plan.peak_gib:.2f}")
 
 # %% evaluate
 metrics = trainer.evaluate()
 print(f"held-out loss (answer tokens only, {cfg.label_layout}): {metrics['eval_loss']:.4f}")
 for_inference(backend, model)
-replies = compare_vision_replies(model, processor, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens)
+replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens, processor)
 
 # %% save
-adapter_dir = run_dir / "adapter"
-model.save_pretrained(adapter_dir)  # LoRA weights and adapter_config.json only, not the base model
-processor.save_pretrained(adapter_dir)  # tokenizer, image processor and chat template: the adapter is self-contained
-(run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
 save_loss_plot(trainer.state.log_history, run_dir / "loss.png", title=cfg.model)
 (run_dir / "eval.json").write_text(json.dumps({**metrics, "training": training, "replies": replies,
                                                "train": train_stats, "eval": eval_stats}, indent=1, ensure_ascii=False))
@@ -249,7 +289,7 @@ if cfg.export != "none":
     del trainer, model  # free the GPU: merging loads the 16-bit base model
     gc.collect()
     torch.cuda.empty_cache()
-    exported = export_run(run_dir, cfg.export, cfg.export_quants.split(","), overwrite=cfg.overwrite)
+    exported = export_run(run_dir, cfg.export, [], overwrite=cfg.overwrite)
     print(f"exported to {run_dir / 'export'}: " + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
 else:
     print(f"to export later: python scripts/export.py {run_dir} --to merged16")

@@ -16,6 +16,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.errors import UserError, report_user_errors  # noqa: E402
+
 VARIANTS = {
     "LoRA": [],
     "rsLoRA": ["--use-rslora"],
@@ -50,12 +54,17 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/compare_lora")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="a comma-separated subset")
     args, extra = parser.parse_known_args(argv)  # anything else goes to the recipe unchanged
+    names = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown or not names:  # checked before any variant trains
+        raise UserError(f"--variants {','.join(unknown) or '(none)'}: choose from {', '.join(VARIANTS)} "
+                        "(comma-separated; quote names with spaces)")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in args.variants.split(","):
-        flags = VARIANTS[name.strip()]
+    for name in names:
+        flags = VARIANTS[name]
         if name == "AdaLoRA":  # start at r + r/2 and prune to an average of r (12 -> 8 at r=8, as suggested for 7B models)
             flags = flags + ["--init-r", str(args.r * 3 // 2), "--target-r", str(args.r),
                              "--tinit", str(max(1, args.max_steps // 10)), "--tfinal", str(max(1, args.max_steps // 5))]
@@ -105,4 +114,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    sys.excepthook = report_user_errors
     main()

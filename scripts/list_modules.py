@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import torch
 
-from common.errors import UserError, report_user_errors
+from common.errors import UserError, report_user_errors  # noqa: F401
 from common.lora import FULLY_TRAINED, PRESETS
 
 
@@ -22,19 +22,23 @@ def main(argv=None):
     parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
 
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     name = args.model
     if name in ("tiny", "tiny-llama3"):
         from common.tiny_model import tiny_model_path
         name = str(tiny_model_path("llama3" if name == "tiny-llama3" else "deepseek"))
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
+
+    from common.memory_plan import load_config
+
+    config = load_config(name)  # a directory without config.json, or a cut-off one, is a one-line error
+    auto = (AutoModelForImageTextToText if hasattr(config, "vision_config") else
+            AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM)
     try:
-        config = AutoConfig.from_pretrained(name, trust_remote_code=args.trust_remote_code)
-    except OSError as err:
-        raise UserError(f"{args.model}: no config.json found ({err.__class__.__name__}); give a hub id, a local "
-                        "model directory or tiny") from None
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=args.trust_remote_code)
+        with torch.device("meta"):
+            model = auto.from_config(config, trust_remote_code=args.trust_remote_code)
+    except (ValueError, KeyError) as err:
+        raise UserError(f"{args.model}: transformers cannot build this model from its config "
+                        f"({str(err).splitlines()[0][:120]})") from None
 
     layers = defaultdict(list)  # leaf name -> [(full name, in, out)]
     for full, module in model.named_modules():

@@ -2,12 +2,13 @@
 
     python scripts/plan_memory.py --model unsloth/Meta-Llama-3.1-8B-Instruct --gpu t4
     python scripts/plan_memory.py --model llama-3.1-8b --gpu t4 --16bit            # does not fit: says what does
-    python scripts/plan_memory.py --model path/to/config.json --gpu 24gb --seq 8192 --r 64
+    python scripts/plan_memory.py --model path/to/config.json --gpu 24gb --max-seq-length 8192 --r 64
     python scripts/plan_memory.py --check-references                               # the model against measurements
 
 --model is a bundled arch (llama-3.1-8b, llama-3.2-3b, deepseek-llm-7b, llama-3.2-11b-vision; their hub ids
 too), a config.json, a local model directory, or another hub id (only its config.json is downloaded).
-The estimate is calibrated to within about 15% of measured peaks (see common/memory_plan.py).
+The flags are the recipes' own (--max-seq-length, --batch-size, --r, --load-in-4bit). The estimate's constants
+were fitted to five measured peaks; treat it as about ±15% (see common/memory_plan.py).
 Exit code 0 when it fits, 1 when it does not, 2 for a bad argument.
 """
 import argparse
@@ -26,10 +27,13 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="unsloth/Meta-Llama-3.1-8B-Instruct")
     parser.add_argument("--gpu", default=None, help=f"{' | '.join(GPUS)} | a size in GiB (default: this machine's GPU, "
                                                     "or a T4 without one)")
-    parser.add_argument("--seq", type=int, default=2048, help="max sequence length (default 2048)")
+    parser.add_argument("--max-seq-length", "--max_seq_length", dest="seq", type=int, default=2048,
+                        help="max sequence length (default 2048)")
     parser.add_argument("--r", type=int, default=16, help="LoRA rank (default 16)")
-    parser.add_argument("--batch", type=int, default=2, help="examples per forward pass (default 2)")
-    parser.add_argument("--16bit", dest="sixteen_bit", action="store_true", help="16-bit base weights, not 4-bit")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch", type=int, default=2,
+                        help="examples per forward pass (default 2)")
+    parser.add_argument("--no-load-in-4bit", "--16bit", dest="sixteen_bit", action="store_true",
+                        help="16-bit base weights, not 4-bit (a recipe's --no-load-in-4bit)")
     parser.add_argument("--optim", default="8bit", choices=["8bit", "32bit"], help="Adam states (default 8bit)")
     parser.add_argument("--method", default="unsloth", choices=["unsloth", "hf"],
                         help="unsloth (the recipes) or hf (plain transformers + PEFT, padded batches)")

@@ -20,23 +20,32 @@ import json
 import sys
 
 from common.data import DataError, read_records, to_messages
-from common.errors import report_user_errors
-from common.labels import IGNORE_INDEX, LAYOUTS, build_examples, marked_text, trained_spans
+from common.errors import UserError, report_user_errors
+from common.labels import IGNORE_INDEX, LAYOUTS, TemplateError, build_examples, marked_text, trained_spans
+from common.tokenizer import load_tokenizer
 from common.vision import build_vision_examples, is_vision_record, label_tokenizer, to_vision_messages
 
 
-def load_tokenizer(model: str, vision: bool = False):
-    from transformers import AutoProcessor, AutoTokenizer
+def model_tokenizer(model: str, vision: bool = False):
+    """The tokenizer (and chat template) a recipe would use for `model`, loaded as the recipes load it."""
+    from transformers import AutoProcessor
 
-    if vision:  # the processor's tokenizer, rendering with the processor's chat template
-        if model == "tiny":
-            from common.tiny_vision import tiny_vision_model_path
-            model = str(tiny_vision_model_path())
-        return label_tokenizer(AutoProcessor.from_pretrained(model))
     if model == "tiny":
         from common.tiny_model import tiny_model_path
-        model = str(tiny_model_path("deepseek"))
-    return AutoTokenizer.from_pretrained(model)
+        from common.tiny_vision import tiny_vision_model_path
+        model = str(tiny_vision_model_path() if vision else tiny_model_path("deepseek"))
+    try:
+        if vision:  # the processor's tokenizer, rendering with the processor's chat template
+            tokenizer = label_tokenizer(AutoProcessor.from_pretrained(model))
+        else:
+            tokenizer = load_tokenizer(model)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--model {model}: cannot load its tokenizer ({str(err).splitlines()[0][:160]}); give tiny, "
+                        "a hub id or a local model directory") from None
+    if not tokenizer.chat_template:
+        raise UserError(f"--model {model}: its tokenizer has no chat template, so there is nothing to render; use a "
+                        "chat or Instruct model")
+    return tokenizer
 
 
 def main(argv=None):
@@ -48,11 +57,15 @@ def main(argv=None):
     parser.add_argument("--jsonl", action="store_true", help="print one JSON object per input row")
     parser.add_argument("--skip-bad-rows", "--skip_bad_rows", action="store_true",
                         help="report a bad row and go on, instead of stopping at it")
+    parser.add_argument("--no-empty-think", "--no_empty_think", dest="empty_think", action="store_false",
+                        help="R1-Distill: train a reply without reasoning right after <｜Assistant｜> (as the recipes' flag)")
     args = parser.parse_args(argv)
+    if args.max_seq_length < 1:
+        raise UserError(f"--max-seq-length {args.max_seq_length}: must be a positive integer")
 
     records = read_records(args.data)  # a missing or unreadable file stops here, before the tokenizer loads
     vision = any(is_vision_record(record) for _, record in records)  # image conversations: every row is one
-    tokenizer = load_tokenizer(args.model, vision)
+    tokenizer = model_tokenizer(args.model, vision)
     color = sys.stdout.isatty()
     totals = {"rows": 0, "examples": 0, "trained_tokens": 0, "dropped": 0, "bad_rows": 0}
     for line, record in records:
@@ -69,10 +82,15 @@ def main(argv=None):
             else:
                 print(f"── line {line}: skipped: {err}")
             continue
-        if vision:
-            examples, dropped = build_vision_examples(tokenizer, conversation, args.label_layout, args.max_seq_length)
-        else:
-            examples, dropped = build_examples(tokenizer, conversation, args.label_layout, args.max_seq_length)
+        try:
+            if vision:
+                examples, dropped = build_vision_examples(tokenizer, conversation, args.label_layout,
+                                                          args.max_seq_length, args.empty_think)
+            else:
+                examples, dropped = build_examples(tokenizer, conversation, args.label_layout, args.max_seq_length,
+                                                   args.empty_think)
+        except TemplateError as err:
+            raise DataError(args.data, line, "messages", str(err)) from None
         spans = [span for e in examples for span in trained_spans(tokenizer, e["input_ids"], e["labels"])]
         trained = sum(label != IGNORE_INDEX for e in examples for label in e["labels"])
         totals["rows"] += 1

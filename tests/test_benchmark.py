@@ -63,12 +63,37 @@ def test_bundled_configs_have_the_real_parameter_counts():
         assert model_shape(load_config(arch), arch).params == pytest.approx(params, rel=0.005), arch
 
 
-def test_predictions_within_15_percent_of_the_measured_peaks():
-    from common.memory_plan import check_references
-    rows = check_references()
-    assert {r["reference"].split(",")[0] for r in rows} >= {"8B 4-bit r=32 batch 2x2048", "11B-Vision 4-bit r=16 batch 2"}
-    for row in rows:
-        assert abs(row["error_pct"]) <= 15, row
+def test_planned_lora_parameters_are_what_peft_creates():
+    """The planner's LoRA count (r x (in + out) per linear layer) against PEFT's own, on the tiny model: checked
+    independently of the measured peaks the constants were fitted to (matching those is a fit, not a test)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from common.memory_plan import model_shape_of
+    from common.tiny_model import tiny_model_path
+
+    path = str(tiny_model_path("llama3"))
+    shape = model_shape_of(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=8, target_modules=shape.linear_names, task_type="CAUSAL_LM"))
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 8 * sum(shape.lora_dims)
+    assert shape.params == sum(p.numel() for p in model.get_base_model().parameters() if not p.requires_grad)
+
+
+def test_the_prediction_grows_with_each_setting_as_its_formula_says(shapes):
+    from common.memory_plan import predict_peak_gib
+    shape = shapes["llama-3.1-8b"]
+    base = predict_peak_gib(shape, seq=1024, batch=2, r=16)
+    longer = predict_peak_gib(shape, seq=2048, batch=2, r=16)
+    assert longer["activations"] == pytest.approx(2 * base["activations"])  # linear in tokens
+    assert longer["weights"] == base["weights"] and longer["lora"] == base["lora"]
+    assert predict_peak_gib(shape, seq=1024, batch=2, r=32)["lora"] == pytest.approx(2 * base["lora"])
+    sixteen = predict_peak_gib(shape, seq=1024, batch=2, r=16, load_in_4bit=False)
+    assert sixteen["weights"] == pytest.approx(shape.params * 2 / 2**30)
+    assert 3 < sixteen["weights"] / base["weights"] < 4  # nf4 linear layers, 16-bit embeddings and lm_head
+    hf = predict_peak_gib(shape, seq=1024, batch=2, r=16, method="hf")
+    assert hf["activations"] > base["activations"]  # every layer's checkpoint stays on the GPU, fp32 logits
 
 
 def test_8b_fits_a_t4_in_4bit_at_2k(shapes):
@@ -100,7 +125,7 @@ def test_too_long_a_sequence_gets_the_longest_that_fits(shapes):
 def test_planner_cli(tmp_path):
     fits = run(["scripts/plan_memory.py", "--model", "unsloth/Meta-Llama-3.1-8B-Instruct", "--gpu", "t4"], timeout=120)
     assert fits.returncode == 0 and "fits" in fits.stdout and "Tesla T4" in fits.stdout
-    too_big = run(["scripts/plan_memory.py", "--model", "llama-3.1-8b", "--gpu", "t4", "--16bit"], timeout=120)
+    too_big = run(["scripts/plan_memory.py", "--model", "llama-3.1-8b", "--gpu", "t4", "--no-load-in-4bit"], timeout=120)
     assert too_big.returncode == 1 and "load in 4-bit" in too_big.stdout
     bad = run(["scripts/plan_memory.py", "--model", "llama-3.1-8b", "--gpu", "t5"], timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --gpu t5")

@@ -1,9 +1,10 @@
 """Loading the three formats, and a clear error (file, line, field, what to do) for every bad input."""
 import json
+from pathlib import Path
 
 import pytest
 
-from common.data import DataError, load_conversations
+from common.data import DataError, load_conversations, to_messages
 from conftest import ROOT, run
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
@@ -56,8 +57,26 @@ BAD_ROWS = {
                               "conversations[1].from", "unknown role 'robot'; use system, human or gpt"),
     "empty_content": ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
                       "messages[1].content", "content is empty"),
-    "content_not_string": ({"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "yo"}]},
-                           "messages[0].content", "content must be a string, got list"),
+    "content_not_string": ({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "yo"}]},
+                           "messages[0].content", "content must be a string, got int"),
+    "content_part_not_text": ({"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "yo"}]},
+                              "messages[0].content[0]", 'a content part must be {"type": "text"'),
+    "image_part": ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a.png"}}]},
+                                 {"role": "assistant", "content": "yo"}]},
+                   "messages[0].content[0]", "for images use recipes/llama_vision.py"),
+    "tool_call": ({"messages": [{"role": "user", "content": "hi"},
+                                {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}]},
+                  "messages[1]", "tool calls and tool results are not supported"),
+    "tool_role": ({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42"},
+                                {"role": "assistant", "content": "yo"}]},
+                  "messages[1]", "tool calls and tool results are not supported"),
+    "lone_surrogate": ('{"messages": [{"role": "user", "content": "hi \\ud800 there"}, {"role": "assistant", "content": "yo"}]}',
+                       "messages[0].content", "is a lone surrogate"),
+    "unclosed_think": ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>hmm"}]},
+                       "messages[1].content", "opens <think> but never closes it"),
+    "reasoning_twice": ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "reasoning_content": "a",
+                                                                        "content": "<think>b</think>yo"}]},
+                        "messages[1]", "both reasoning_content and a <think> block"),
     "missing_content": ({"messages": [{"role": "user"}, {"role": "assistant", "content": "yo"}]},
                         "messages[0].content", "content must be a string, got NoneType"),
     "no_assistant": ({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]},
@@ -143,3 +162,59 @@ def test_guanaco_errors_name_the_turn(tmp_path):
     path = write_jsonl(tmp_path / "h.jsonl", [{"text": "### Human: a### Human: b### Assistant: c"}])
     with pytest.raises(DataError, match="two 'user' turns in a row"):
         load_conversations(path)
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n")
+    assert load_conversations(path).conversations[0].messages == GOOD["messages"]
+
+
+def test_utf16_is_named_with_the_command_that_converts_it(tmp_path):
+    path = tmp_path / "u16.jsonl"
+    path.write_bytes((json.dumps(GOOD) + "\n").encode("utf-16"))
+    with pytest.raises(DataError, match=r"u16.jsonl: is UTF-16 text, not UTF-8; convert it: iconv -f UTF-16 -t UTF-8 "):
+        load_conversations(path)
+
+
+def test_an_empty_file_says_empty_not_missing(tmp_path):
+    for path in (Path("/dev/null"), tmp_path / "empty.jsonl"):
+        if path.name == "empty.jsonl":
+            path.write_text("\n \n")
+        with pytest.raises(DataError, match="is empty"):
+            load_conversations(path)
+
+
+def test_an_unreadable_file_is_a_clear_error(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "locked.jsonl", [GOOD])
+    def denied(self):  # tests run as root, where chmod 000 does not stop reading: make the read fail as it would
+        raise PermissionError(13, "Permission denied", str(self))
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DataError, match=r"locked.jsonl: cannot be read: permission denied \(chmod a\+r "):
+        load_conversations(path)
+
+
+def test_deeply_nested_json_is_refused_with_its_line(tmp_path):
+    for name, text in (("deep.jsonl", json.dumps(GOOD) + "\n" + "[" * 200_000 + "\n"),
+                       ("deep.json", "[" + json.dumps(GOOD) + ",\n" + "[" * 200_000 + "]")):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(DataError, match=rf"{name}:2: .*nested too deeply"):
+            load_conversations(path)
+
+
+def test_content_parts_are_joined():
+    record = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a "}, {"type": "text", "text": "b"}]},
+                           {"role": "assistant", "content": "c"}]}
+    assert to_messages(record, "x.jsonl", 1)[0] == {"role": "user", "content": "a b"}
+
+
+def test_reasoning_comes_apart_from_the_reply_either_way():
+    api = {"messages": [{"role": "user", "content": "2+2?"},
+                        {"role": "assistant", "reasoning_content": "\nAdd them.\n", "content": "4"}]}
+    inline = {"messages": [{"role": "user", "content": "2+2?"},
+                           {"role": "assistant", "content": "<think>\nAdd them.\n</think>\n\n4"}]}
+    expected = {"role": "assistant", "content": "4", "reasoning": "Add them."}
+    assert to_messages(api, "x.jsonl", 1)[1] == to_messages(inline, "x.jsonl", 1)[1] == expected
+    empty = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\n\n</think>\n\na"}]}
+    assert to_messages(empty, "x.jsonl", 1)[1] == {"role": "assistant", "content": "a"}  # an empty block: no reasoning

@@ -117,22 +117,95 @@ def test_llama3_template_spans(tiny_llama3_tokenizer):
         assert spans == [reply.strip() + "<|eot_id|>" for reply in replies(messages)]
 
 
-def test_generation_prompt_that_is_not_a_prefix(tiny_tokenizer):
-    # DeepSeek-R1-Distill style: the generation prompt opens a <think> block the stored reply lacks.
+R1_STYLE = (  # DeepSeek-R1-Distill's shape: the generation prompt opens a <think> block the rendered reply lacks,
+    # and history keeps only what follows "</think>"
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '<｜User｜>' + m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}{% set c = m['content'] %}{% if '</think>' in c %}"
+    "{% set c = c.split('</think>')[-1] %}{% endif %}{{ '<｜Assistant｜>' + c + eos_token }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<｜Assistant｜><think>\\n' }}{% endif %}")
+
+
+def r1_tokenizer(tiny_tokenizer):
     tok = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
-    tok.chat_template = (
-        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '<｜User｜>' + m['content'] }}"
-        "{% elif m['role'] == 'assistant' %}{{ '<｜Assistant｜>' + m['content'] + eos_token }}{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<｜Assistant｜><think>\\n' }}{% endif %}")
+    tok.chat_template = R1_STYLE
+    return tok
+
+
+def test_reasoning_template_trains_after_the_inference_prompt(tiny_tokenizer):
+    tok = r1_tokenizer(tiny_tokenizer)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
                 {"role": "user", "content": "<｜Assistant｜>x"}, {"role": "assistant", "content": "bye"}]
+    examples, _ = build_examples(tok, messages, "all_turns")
+    # history is rendered without think blocks, so each reply is its own example, trained after "<think>\n"
+    assert len(examples) == 2
+    for example, reply, history in zip(examples, ["hello", "bye"], ["", "<｜User｜>hi<｜Assistant｜>hello" + EOS]):
+        assert trained_spans(tok, example["input_ids"], example["labels"]) == ["\n</think>\n\n" + reply + EOS]
+        prompt = tok.decode([t for t, l in zip(example["input_ids"], example["labels"]) if l == IGNORE_INDEX])
+        assert prompt.endswith("<｜Assistant｜><think>\n")  # exactly what inference renders before the reply
+        assert history in prompt
+
+
+def test_reasoning_is_kept_and_no_reasoning_gets_an_empty_think_block(tiny_tokenizer):
+    tok = r1_tokenizer(tiny_tokenizer)
+    messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4", "reasoning": "Add them."}]
     example = build_examples(tok, messages, "all_turns")[0][0]
-    assert trained_spans(tok, example["input_ids"], example["labels"]) == ["hello" + EOS, "bye" + EOS]
+    assert trained_spans(tok, example["input_ids"], example["labels"]) == ["Add them.\n</think>\n\n4" + EOS]
+    plain = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    example = build_examples(tok, plain, "all_turns", empty_think=False)[0][0]  # as the template renders it
+    assert trained_spans(tok, example["input_ids"], example["labels"]) == ["4" + EOS]
+    assert tok.decode(example["input_ids"]).endswith("<｜Assistant｜>4" + EOS)
 
 
-def test_template_that_rewrites_history_is_refused(tiny_tokenizer):
+@pytest.mark.parametrize("reply", ["<br> breaks a line.", "<think> is not a tag I use.", "<｜Assistant｜> typed"])
+def test_a_reply_starting_with_a_bracket_keeps_its_first_characters(tiny_tokenizer, reply):
+    tok = r1_tokenizer(tiny_tokenizer)
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": reply}]
+    for empty_think, expected in ((True, "\n</think>\n\n" + reply + EOS), (False, reply + EOS)):
+        example = build_examples(tok, messages, "all_turns", empty_think=empty_think)[0][0]
+        assert trained_spans(tok, example["input_ids"], example["labels"]) == [expected]
+
+
+def test_text_after_the_end_of_turn_token_is_context(tiny_tokenizer):
+    tok = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
+    tok.chat_template = ("{% for m in messages %}{{ '<｜User｜>' if m['role'] == 'user' else '<｜Assistant｜>' }}"
+                         "{{ m['content'] + eos_token + '\\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}{{ '<｜Assistant｜>' }}{% endif %}")
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+                {"role": "user", "content": "again"}, {"role": "assistant", "content": "ok"}]
+    example = build_examples(tok, messages, "all_turns")[0][0]
+    assert trained_spans(tok, example["input_ids"], example["labels"]) == ["yo" + EOS, "ok" + EOS]  # not the "\n"
+
+
+def test_template_that_rewrites_history_is_refused_with_file_and_line(tiny_tokenizer, tmp_path):
+    from common.data import DataError
+
     tok = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
     # renders only the newest message: earlier text changes as the conversation grows
     tok.chat_template = "{{ messages[-1]['role'] + ': ' + messages[-1]['content'] }}"
-    with pytest.raises(TemplateError, match="changing the text of earlier messages"):
+    with pytest.raises(TemplateError, match="rewrites history"):
         build_examples(tok, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    data = tmp_path / "chats.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n')
+    with pytest.raises(DataError, match=r"chats.jsonl:1: messages: the chat template rewrites history"):
+        build_dataset(tok, load_conversations(data).conversations, "all_turns", 64, source=data)
+
+
+def test_a_trailing_end_token_that_moves_is_named(tiny_tokenizer):
+    tok = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
+    # Phi-3.5's shape: <|endoftext|> (here the eos token) only when no generation prompt follows
+    tok.chat_template = ("{% for m in messages %}{{ '<｜User｜>' if m['role'] == 'user' else '<｜Assistant｜>' }}"
+                         "{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}{{ '<｜Assistant｜>' }}"
+                         "{% else %}{{ eos_token }}{% endif %}")
+    with pytest.raises(TemplateError, match="a trailing end token that moves"):
+        build_examples(tok, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+
+
+def test_a_fifty_megabyte_reply_is_cut_before_it_is_tokenized(tiny_tokenizer):
+    import time
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "很长的回答。" * 8_000_000}]
+    start = time.time()
+    example = build_examples(tiny_tokenizer, messages, "all_turns", max_length=512)[0][0]
+    assert len(example["input_ids"]) == 512 and time.time() - start < 20
+    whole = tiny_tokenizer(tiny_tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+                           + " " + "很长的回答。" * 200, add_special_tokens=False)["input_ids"]
+    assert example["input_ids"] == whole[:512]  # the tokens of the whole text, not of a cut word

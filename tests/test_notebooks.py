@@ -17,14 +17,14 @@ def test_notebooks_are_in_sync_with_recipes():
 
 
 def test_a_stale_notebook_is_detected(tmp_path):
-    path = ROOT / "notebooks" / "deepseek_multiturn.ipynb"
-    original = path.read_text(encoding="utf-8")
-    try:
-        path.write_text(original.replace("learning_rate: float = 2e-4", "learning_rate: float = 3e-4"), encoding="utf-8")
-        result = run(["scripts/make_notebooks.py", "--check"])
-        assert result.returncode == 1 and "deepseek_multiturn.ipynb" in result.stdout
-    finally:
-        path.write_text(original, encoding="utf-8")
+    import shutil
+    for folder in ("recipes", "notebooks", "scripts"):  # a copy of the project: the tracked notebooks stay untouched
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    path = tmp_path / "notebooks" / "deepseek_multiturn.ipynb"
+    path.write_text(path.read_text(encoding="utf-8").replace("learning_rate: float = 2e-4", "learning_rate: float = 3e-4"),
+                    encoding="utf-8")
+    result = run([tmp_path / "scripts" / "make_notebooks.py", "--check"])
+    assert result.returncode == 1 and "deepseek_multiturn.ipynb" in result.stdout
 
 
 def test_readme_has_a_colab_badge_per_notebook():

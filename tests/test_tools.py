@@ -16,7 +16,20 @@ def test_list_modules_groups_layers_and_names_presets():
 
 def test_list_modules_bad_model_is_a_clear_error(tmp_path):
     result = run(["scripts/list_modules.py", tmp_path / "nothing-here"])
-    assert result.returncode == 2 and "no config.json found" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
+    empty = tmp_path / "empty-dir"
+    empty.mkdir()
+    result = run(["scripts/list_modules.py", empty])
+    assert result.returncode == 2 and "a directory without config.json" in result.stderr, result.stderr
+    (empty / "config.json").write_text('{"model_type": "llama", "hidden_si')  # cut off
+    result = run(["scripts/list_modules.py", empty])
+    assert result.returncode == 2 and "cannot be read as a model config" in result.stderr, result.stderr
+
+
+def test_compare_lora_refuses_an_unknown_variant_before_training(tmp_path):
+    result = run(["scripts/compare_lora.py", "--model", "tiny", "--variants", "LoRA,bogus", "--out", tmp_path / "c"])
+    assert result.returncode == 2 and "--variants bogus: choose from LoRA, rsLoRA" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "c").exists()
 
 
 def test_compare_lora_table_and_plot(tmp_path):

@@ -48,9 +48,13 @@ def rows(name: str) -> list[dict]:
 
 # --------------------------------------------------------------------------- data
 
-def test_bundled_data_is_small_split_and_valid():
-    from common.vision import load_vision_conversations
+def load_vision_conversations(path, skip_bad_rows=False):
+    from common.data import load_conversations
+    from common.vision import to_vision_messages
+    return load_conversations(path, skip_bad_rows, parse=to_vision_messages)
 
+
+def test_bundled_data_is_small_split_and_valid():
     train, test = load_vision_conversations(VISION / "train.jsonl"), load_vision_conversations(VISION / "test.jsonl")
     assert len(train.conversations) == 88 and len(test.conversations) == 12
     train_images = {p for c in train.conversations for p in c.images}
@@ -64,6 +68,10 @@ def write_rows(tmp_path, *records):
     (tmp_path / "images").mkdir(exist_ok=True)
     (tmp_path / "images/ok.png").write_bytes((VISION / "images/shapes_00.png").read_bytes())
     (tmp_path / "images/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    good = (VISION / "images/shapes_00.png").read_bytes()
+    (tmp_path / "images/truncated.png").write_bytes(good[: len(good) // 2])  # opens, but its pixels stop halfway
+    from PIL import Image
+    Image.new("L", (9000, 9000)).save(tmp_path / "images/bomb.png")  # 81 megapixels of nothing: a few KB on disk
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return path
@@ -81,7 +89,11 @@ GOOD = row({"type": "image", "image": "images/ok.png"})
     (row({"type": "image", "image": "images/missing.png"}), "messages[0].content[0].image",
      "image file not found: images/missing.png"),
     (row({"type": "image", "image": "images/broken.png"}), "messages[0].content[0].image",
-     "cannot read images/broken.png as an image"),
+     "cannot decode images/broken.png as an image"),
+    (row({"type": "image", "image": "images/truncated.png"}), "messages[0].content[0].image",
+     "cannot decode images/truncated.png as an image"),
+    (row({"type": "image", "image": "images/bomb.png"}), "messages[0].content[0].image",
+     "images/bomb.png is 9000x9000 pixels, too large to decode safely"),
     (row({"type": "image"}), "messages[0].content[0]", "an image part with no image"),
     (row({"type": "image", "image": ""}), "messages[0].content[0]", "an image part with no image"),
     (row({"type": "text", "text": "look"}, question="<|image|> how many?"), "messages[0].content[1].text",
@@ -93,7 +105,6 @@ GOOD = row({"type": "image", "image": "images/ok.png"})
 ])
 def test_bad_rows_name_file_line_and_field(tmp_path, bad, field, message):
     from common.data import DataError
-    from common.vision import load_vision_conversations
 
     path = write_rows(tmp_path, GOOD, bad)
     with pytest.raises(DataError) as err:
@@ -106,7 +117,7 @@ def test_bad_image_stops_the_recipe_before_loading_the_model(tmp_path):
     path = write_rows(tmp_path, GOOD, row({"type": "image", "image": "images/broken.png"}))
     result = run(["recipes/llama_vision.py", "--model", "tiny", "--train-file", path, "--output-dir", tmp_path / "r"])
     assert result.returncode == 2, result.stderr[-2000:]
-    assert f"error: {path}:2: messages[0].content[0].image: cannot read images/broken.png" in result.stderr
+    assert f"error: {path}:2: messages[0].content[0].image: cannot decode images/broken.png" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
 
 
@@ -148,11 +159,12 @@ def test_collator_keeps_the_labels_and_shows_each_image_after_its_token(tokenize
     from transformers import AutoProcessor
 
     from common.tiny_vision import tiny_vision_model_path
-    from common.vision import MllamaCollator, build_vision_dataset, load_vision_conversations
+    from common.labels import build_dataset
+    from common.vision import MllamaCollator, build_vision_examples
 
     processor = AutoProcessor.from_pretrained(tiny_vision_model_path())
-    examples, stats = build_vision_dataset(tokenizer, load_vision_conversations(VISION / "test.jsonl").conversations,
-                                           "all_turns", 2048)
+    examples, stats = build_dataset(tokenizer, load_vision_conversations(VISION / "test.jsonl").conversations,
+                                    "all_turns", 2048, examples_of=build_vision_examples)
     assert stats["images"] == stats["examples"] == 12
     batch = MllamaCollator(processor, tokenizer.pad_token_id)(examples[:3])
     image_id = tokenizer.convert_tokens_to_ids("<|image|>")
@@ -181,18 +193,18 @@ def test_show_labels_marks_answers_and_shows_the_image(capsys):
 
 SWITCHES = """
 import json, sys
-from types import SimpleNamespace
 from transformers import AutoModelForImageTextToText
-from common.backend import TRANSFORMERS, add_vision_lora
+from common.backend import TRANSFORMERS, add_vision_lora, check_vision_switches
 from common.errors import UserError
 from common.tiny_vision import tiny_vision_model_path
 result = {}
 for switches in json.loads(sys.argv[1]):
-    cfg = SimpleNamespace(**dict(zip(["finetune_vision_layers", "finetune_language_layers", "finetune_attention_modules",
-                                      "finetune_mlp_modules"], switches)),
-                          r=4, lora_alpha=4, lora_dropout=0.0, bias="none", use_rslora=False, seed=0)
+    names = ["finetune_vision_layers", "finetune_language_layers", "finetune_attention_modules", "finetune_mlp_modules"]
+    chosen = {name: bool(on) for name, on in zip(names, switches)}
     try:
-        model = add_vision_lora(TRANSFORMERS, AutoModelForImageTextToText.from_pretrained(tiny_vision_model_path()), cfg)
+        check_vision_switches(**chosen)
+        model = add_vision_lora(TRANSFORMERS, AutoModelForImageTextToText.from_pretrained(tiny_vision_model_path()),
+                                r=4, lora_alpha=4, lora_dropout=0.0, bias="none", use_rslora=False, seed=0, **chosen)
     except UserError as err:
         result[str(switches)] = str(err)
         continue
@@ -211,7 +223,7 @@ def test_the_four_switches_choose_the_lora_layers():
     assert layers[(0, 1, 1, 1)] == [n for n in every if "language_model" in n]
     assert layers[(1, 0, 1, 0)] == [n for n in every if "vision_model" in n and "self_attn" in n]
     assert layers[(1, 1, 0, 1)] == [n for n in every if ".mlp." in n]
-    assert "both off: nothing to train" in layers[(0, 0, 1, 1)]
+    assert "--no-finetune-vision-layers and --no-finetune-language-layers: nothing to train" in layers[(0, 0, 1, 1)]
 
 
 # --------------------------------------------------------------------------- the tiny run

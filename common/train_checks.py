@@ -1,0 +1,80 @@
+"""Checks on the training settings, made before anything loads, and a full disk reported as an error.
+
+The Trainer validates its arguments only once it is built, after the model has loaded (minutes, gigabytes): a typo
+in --learning-rate or --grad-accum would cost all of that. Choice fields (optimizer, scheduler) are Literal types
+in the recipes' Config, so the command line already refuses a wrong one and --help lists them.
+"""
+import contextlib
+import errno
+import math
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from common.errors import UserError
+
+# transformers' OptimizerNames and SchedulerType values that make sense for LoRA here (tests check each is valid).
+Optimizer = Literal["adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_bnb_8bit", "adamw_torch",
+                    "adamw_torch_fused", "adafactor", "sgd", "lion_8bit", "paged_lion_8bit"]
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay"]
+SAVE_TOTAL_LIMIT = 2  # checkpoints kept on disk: the newest and one before it, in case the newest is cut off
+
+
+def check_training_options(*, learning_rate: float, batch_size: int, grad_accum: int, num_train_epochs: float,
+                           max_steps: int, warmup_steps: int, weight_decay: float, max_grad_norm: float,
+                           save_steps: int, max_seq_length: int, eval_prompts: int, max_new_tokens: int) -> None:
+    """Refuse settings the Trainer or the evaluation would fail on, or that would train nothing."""
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise UserError(f"--learning-rate {learning_rate}: must be a positive number (2e-4 is usual for LoRA)")
+    for flag, value in (("--batch-size", batch_size), ("--grad-accum", grad_accum), ("--save-steps", save_steps),
+                        ("--max-seq-length", max_seq_length), ("--max-new-tokens", max_new_tokens)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: must be a positive integer")
+    if max_steps == 0 or max_steps < -1:
+        raise UserError(f"--max-steps {max_steps}: give a positive number of optimizer steps, or -1 to train "
+                        "--num-train-epochs epochs (0 would save an untrained adapter)")
+    if max_steps == -1 and not (math.isfinite(num_train_epochs) and num_train_epochs > 0):
+        raise UserError(f"--num-train-epochs {num_train_epochs}: must be positive (or give --max-steps); 0 would save "
+                        "an untrained adapter")
+    if warmup_steps < 0:
+        raise UserError(f"--warmup-steps {warmup_steps}: must be 0 or more")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise UserError(f"--weight-decay {weight_decay}: must be 0 or more")
+    if not (math.isfinite(max_grad_norm) and max_grad_norm > 0):
+        raise UserError(f"--max-grad-norm {max_grad_norm}: must be positive (1.0 is usual; QLoRA uses 0.3)")
+    if eval_prompts < 0:
+        raise UserError(f"--eval-prompts {eval_prompts}: must be 0 or more")
+
+
+def checkpoint_bytes(trainable_params: int, optim: str) -> float:
+    """One checkpoint on disk: the LoRA weights in fp32, Adam's two states (8-bit ones are a quarter of fp32), and
+    a few MB of tokenizer and trainer state."""
+    states = 2 * (1 if "8bit" in optim else 4)
+    return trainable_params * (4 + states) + 30e6
+
+
+def check_disk_for_checkpoints(run_dir: Path, trainable_params: int, optim: str) -> None:
+    """Refuse a run whose checkpoints and adapter will not fit the disk, naming the disk, before training starts."""
+    probe = Path(run_dir)
+    while not probe.exists():
+        probe = probe.parent
+    need = checkpoint_bytes(trainable_params, optim) * (SAVE_TOTAL_LIMIT + 1) + trainable_params * 4
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise UserError(f"not enough disk space in {probe}: {SAVE_TOTAL_LIMIT} checkpoints and the adapter need about "
+                        f"{need / 1e9:.2f} GB and {free / 1e9:.2f} GB is free; free some space or choose another "
+                        "--output-dir")
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error(run_dir: Path):
+    """A full disk while saving a checkpoint: one line saying which disk and how to go on, not a traceback."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC and "No space left" not in str(err):
+            raise
+        raise UserError(f"the disk holding {run_dir} is full ({err.filename or 'while saving a checkpoint'}); free "
+                        f"some space, then continue with --output-dir {run_dir} --resume (the newest complete "
+                        "checkpoint is kept)") from None

@@ -1,0 +1,107 @@
+"""Every recipe refuses every invalid choice and incompatible combination with exit code 2 before a model loads.
+
+One process per recipe runs it once per bad command line (runpy), with the model loaders replaced by a function
+that fails the test: a case that reaches a model load is a check made too late. The exit code path itself (the
+excepthook turning a UserError into one line and exit code 2) is run for real at the end.
+"""
+import json
+
+import pytest
+
+from conftest import run
+
+COMMON = [  # (flags, words the one-line error must contain)
+    (["--label-layout", "bogus"], "invalid choice 'bogus' for argument '--label-layout'"),
+    (["--bias", "sometimes"], "invalid choice 'sometimes' for argument '--bias'"),
+    (["--optim", "adamw_9bit"], "invalid choice 'adamw_9bit' for argument '--optim'"),
+    (["--lr-scheduler", "wavy"], "invalid choice 'wavy' for argument '--lr-scheduler'"),
+    (["--export", "onnx"], "invalid choice 'onnx' for argument '--export'"),
+    (["--r", "0"], "--r 0: the LoRA rank must be a positive integer"),
+    (["--lora-alpha", "-1"], "--lora-alpha -1: must be positive"),
+    (["--lora-dropout", "1.5"], "--lora-dropout 1.5: must be in [0, 1)"),
+    (["--learning-rate", "nan"], "--learning-rate nan: must be a positive number"),
+    (["--learning-rate", "-1e-4"], "--learning-rate -0.0001: must be a positive number"),
+    (["--warmup-steps", "-3"], "--warmup-steps -3: must be 0 or more"),
+    (["--grad-accum", "0"], "--grad-accum 0: must be a positive integer"),
+    (["--batch-size", "0"], "--batch-size 0: must be a positive integer"),
+    (["--max-steps", "0"], "--max-steps 0: give a positive number"),
+    (["--num-train-epochs", "0"], "--num-train-epochs 0.0: must be positive"),
+    (["--max-seq-length", "0"], "--max-seq-length 0: must be a positive integer"),
+    (["--max-new-tokens", "0"], "--max-new-tokens 0: must be a positive integer"),
+    (["--eval-prompts", "-1"], "--eval-prompts -1: must be 0 or more"),
+    (["--save-steps", "0"], "--save-steps 0: must be a positive integer"),
+    (["--max-grad-norm", "0"], "--max-grad-norm 0.0: must be positive"),
+    (["--overwrite", "--resume"], "--overwrite and --resume: choose one"),
+    (["--max-seq-lenght", "512"], "Unrecognized options: --max-seq-lenght"),
+    (["--load-in-4bit", "True"], "--load-in-4bit: 4-bit loading needs a GPU"),  # this machine has none
+]
+TEXT = [
+    (["--init", "svd"], "invalid choice 'svd' for argument '--init'"),
+    (["--export-quants", "q3_k_s"], "invalid choice 'q3_k_s' for argument '--export-quants'"),
+    (["--adalora", "--use-dora"], "--adalora with --use-dora: PEFT's AdaLoRA has no DoRA"),
+    (["--adalora", "--use-rslora"], "--adalora with --use-rslora"),
+    (["--adalora", "--init", "pissa"], "--adalora with --init pissa"),
+    (["--adalora", "--init-r", "4", "--target-r", "8"], "need 0 < --target-r (8) <= --init-r (4)"),
+    (["--adalora", "--deltaT", "0"], "--deltaT 0: must be a positive number"),
+    (["--adalora", "--tinit", "30", "--tfinal", "30", "--max-steps", "40"], "--tinit 30 + --tfinal 30 must be below"),
+    (["--init", "pissa", "--load-in-4bit", "True"], "--init pissa needs 16-bit base weights"),
+    (["--targets", "q_proj,qkv_proj"], "this model has no layer named qkv_proj"),
+    (["--train-file", "no/such.jsonl"], "no/such.jsonl: not found"),
+]
+VISION = [
+    (["--export", "gguf"], "invalid choice 'gguf' for argument '--export'"),
+    (["--no-finetune-vision-layers", "--no-finetune-language-layers"], "nothing to train"),
+    (["--no-finetune-attention-modules", "--no-finetune-mlp-modules"], "nothing to train"),
+    (["--train-file", "no/such.jsonl"], "no/such.jsonl: not found"),
+]
+CASES = {"recipes/deepseek_multiturn.py": COMMON + TEXT, "recipes/llama_text.py": COMMON + TEXT,
+         "recipes/llama_vision.py": COMMON + VISION}
+
+DRIVER = """
+import contextlib, io, json, runpy, sys
+import unsloth, transformers
+from common.errors import UserError
+def loaded(*args, **kwargs):
+    raise AssertionError("a model was loaded")
+unsloth.FastLanguageModel.from_pretrained = unsloth.FastVisionModel.from_pretrained = loaded
+transformers.AutoModelForImageTextToText.from_pretrained = loaded
+recipe, cases = sys.argv[1], json.loads(sys.argv[2])
+results = []
+for flags in cases:
+    sys.argv = [recipe, "--model", "tiny", "--output-dir", sys.argv[3], *flags]
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            runpy.run_path(recipe, run_name="__main__")
+        results.append(["ran", ""])
+    except UserError as err:
+        results.append(["user error", "error: " + str(err)])
+    except SystemExit as stop:
+        results.append([f"exit {stop.code}", stderr.getvalue()])
+    except AssertionError as err:
+        results.append(["loaded", str(err)])
+print("RESULTS " + json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("recipe", sorted(CASES))
+def test_bad_settings_stop_before_the_model_loads(recipe, tmp_path):
+    cases = CASES[recipe]
+    out = tmp_path / "never"
+    result = run(["-c", DRIVER, recipe, json.dumps([flags for flags, _ in cases]), out], timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(result.stdout.split("RESULTS ", 1)[1])
+    for (flags, words), (outcome, message) in zip(cases, results):
+        assert outcome in ("user error", "exit 2"), (flags, outcome, message)
+        lines = [line for line in message.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and words in lines[0], (flags, message)
+    assert not out.exists()  # nothing was written
+
+
+@pytest.mark.parametrize("flags, words", [(["--label-layout", "bogus"], "invalid choice"),
+                                          (["--r", "0"], "--r 0: the LoRA rank")])
+def test_the_exit_code_is_2_and_the_error_one_line(tmp_path, flags, words):
+    result = run(["recipes/deepseek_multiturn.py", "--model", "tiny", "--output-dir", tmp_path / "r", *flags])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and words in errors[0], result.stderr
