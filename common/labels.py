@@ -112,16 +112,21 @@ def rewrite_message(before: str, after: str, what: str) -> str:
     common = 0
     while common < min(len(before), len(after)) and before[common] == after[common]:
         common += 1
+    opening = before.rfind("<", 0, common + 1)
+    if opening != -1 and ">" not in before[opening:common]:  # the texts part inside a tag: show the whole tag
+        common = opening
     lost = before[common:]
     if common == len(after.rstrip()) or (len(lost) < 40 and after.startswith(before[:common]) and common > 0
                                          and before.endswith(lost)):
         behaviour = (f"it writes {lost!r} at the end of a conversation only when nothing follows (a trailing end "
                      "token that moves once the next turn or the generation prompt is added), so a turn's text "
                      "depends on what comes after it")
+    elif THINK_OPEN in before[common:common + 80] and THINK_OPEN not in after[common:common + 80]:
+        behaviour = (f"it drops an earlier assistant turn's think block once {what} follows (Qwen3's template does): "
+                     f"{before[max(0, common - 20):common + 40]!r} becomes {after[max(0, common - 20):common + 40]!r}")
     else:
         behaviour = (f"adding {what} changes what was already rendered: {before[max(0, common - 20):common + 40]!r} "
-                     f"becomes {after[max(0, common - 20):common + 40]!r} (the template rewrites earlier turns, "
-                     "e.g. drops their think blocks)")
+                     f"becomes {after[max(0, common - 20):common + 40]!r}")
     return (f"the chat template rewrites history: {behaviour}; labels are taken only from templates whose rendering "
             "grows turn by turn, so this template is not supported (use a model whose template only appends)")
 

@@ -26,7 +26,7 @@ from common.tokenizer import load_tokenizer
 from common.vision import build_vision_examples, is_vision_record, label_tokenizer, to_vision_messages
 
 
-def model_tokenizer(model: str, vision: bool = False):
+def model_tokenizer(model: str, vision: bool = False, log=print):
     """The tokenizer (and chat template) a recipe would use for `model`, loaded as the recipes load it."""
     from transformers import AutoProcessor
 
@@ -38,7 +38,7 @@ def model_tokenizer(model: str, vision: bool = False):
         if vision:  # the processor's tokenizer, rendering with the processor's chat template
             tokenizer = label_tokenizer(AutoProcessor.from_pretrained(model))
         else:
-            tokenizer = load_tokenizer(model)
+            tokenizer = load_tokenizer(model, log=log)
     except (OSError, ValueError) as err:
         raise UserError(f"--model {model}: cannot load its tokenizer ({str(err).splitlines()[0][:160]}); give tiny, "
                         "a hub id or a local model directory") from None
@@ -65,7 +65,8 @@ def main(argv=None):
 
     records = read_records(args.data)  # a missing or unreadable file stops here, before the tokenizer loads
     vision = any(is_vision_record(record) for _, record in records)  # image conversations: every row is one
-    tokenizer = model_tokenizer(args.model, vision)
+    # with --jsonl, stdout is one JSON object per row: what the loading has to say goes to stderr
+    tokenizer = model_tokenizer(args.model, vision, log=lambda text: print(text, file=sys.stderr) if args.jsonl else print(text))
     color = sys.stdout.isatty()
     totals = {"rows": 0, "examples": 0, "trained_tokens": 0, "dropped": 0, "bad_rows": 0}
     for line, record in records:

@@ -1,0 +1,165 @@
+"""The families the recipes accept, each with its real vocabulary, tokenizer_config.json and chat template
+(fixtures/tokenizers, rebuilt offline from llama.cpp's vocab files): tokenizer loading, labels span by span,
+R1-Distill reasoning, and a tiny random model of the real architecture through the DeepSeek recipe, the GGUF
+export and the greedy parity check."""
+import json
+import re
+
+import pytest
+
+from common.data import load_conversations
+from common.labels import IGNORE_INDEX, build_dataset, build_examples, render, trained_runs, trained_spans
+from conftest import ROOT, run
+
+ADVERSARIAL = ROOT / "tests/data/adversarial.jsonl"
+REASONING = ROOT / "tests/data/reasoning.jsonl"
+DEEPSEEK_EOS = "<｜end▁of▁sentence｜>"
+# What the model must write for a reply, per family, written out by hand from each template.
+EXPECTED = {
+    "deepseek-llm-7b-chat": lambda reply: " " + reply + DEEPSEEK_EOS,  # the prompt ends "Assistant:", no space
+    "llama-3.1-8b-instruct": lambda reply: reply.strip() + "<|eot_id|>",  # the template trims each message
+    "llama-3.2-3b-instruct": lambda reply: reply.strip() + "<|eot_id|>",
+    "deepseek-r1-distill-llama-8b": lambda reply: "\n</think>\n\n" + reply + DEEPSEEK_EOS,  # an empty think block
+    "deepseek-r1-distill-qwen-1.5b": lambda reply: "\n</think>\n\n" + reply + DEEPSEEK_EOS,
+    "qwen2.5-7b-instruct": lambda reply: reply + "<|im_end|>",  # the "\n" after <|im_end|> is context
+}
+FAMILIES = sorted(EXPECTED)
+R1 = [f for f in FAMILIES if "r1-distill" in f]
+BROKEN_BY_TRANSFORMERS = {"deepseek-llm-7b-chat", "deepseek-r1-distill-llama-8b"}  # transformers#45488, from a folder
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    from common.real_tokenizers import tokenizer_dir
+    from common.tokenizer import load_tokenizer
+    return {family: load_tokenizer(tokenizer_dir(family)) for family in FAMILIES}
+
+
+def conversations(path=ADVERSARIAL):
+    return load_conversations(path).conversations
+
+
+def replies(messages):
+    return [m["content"] for m in messages if m["role"] == "assistant"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_tokenizer_is_loaded_as_its_tokenizer_json_tokenizes(family, tokenizers, capsys):
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from common.real_tokenizers import tokenizer_dir
+    from common.tokenizer import PROBE, check_tokenizer, load_tokenizer
+
+    directory = tokenizer_dir(family)
+    reference = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    text = "User: Hello world\n\n你好，世界！"
+    as_transformers_loads_it = AutoTokenizer.from_pretrained(directory)
+    broken = as_transformers_loads_it.decode(as_transformers_loads_it(text, add_special_tokens=False)["input_ids"]) != text
+    assert broken == (family in BROKEN_BY_TRANSFORMERS)  # the bug this guards against, as transformers 5.17 has it
+    tokenizer = load_tokenizer(directory)
+    said = capsys.readouterr().out
+    assert ("rebuilt it from tokenizer.json" in said) == (family in BROKEN_BY_TRANSFORMERS)
+    for sample in (PROBE, text, *[m["content"] for c in conversations() for m in c.messages]):
+        assert tokenizer(sample, add_special_tokens=False)["input_ids"] == reference.encode(sample, add_special_tokens=False).ids
+    assert (tokenizer.bos_token, tokenizer.eos_token) == (as_transformers_loads_it.bos_token, as_transformers_loads_it.eos_token)
+    assert tokenizer.chat_template == as_transformers_loads_it.chat_template
+    checked = check_tokenizer(tokenizer, conversations(), "adversarial.jsonl")
+    assert checked["conversations"] == 10 and tokenizer.eos_token in checked["markers"]
+    if broken:  # the preflight catches the broken one, naming the file and line
+        with pytest.raises(Exception, match=r"preflight: adversarial.jsonl:1: the tokenizer does not give back"):
+            check_tokenizer(as_transformers_loads_it, conversations(), "adversarial.jsonl")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("layout", ["all_turns", "last_turn", "split"])
+def test_labels_span_by_span(family, layout, tokenizers):
+    tokenizer, expected = tokenizers[family], EXPECTED[family]
+    for conversation in conversations():
+        messages = conversation.messages
+        examples, dropped = build_examples(tokenizer, messages, layout)
+        spans = [span for e in examples for span in trained_spans(tokenizer, e["input_ids"], e["labels"])]
+        wanted = [expected(reply) for reply in replies(messages)]
+        assert dropped == 0 and spans == (wanted[-1:] if layout == "last_turn" else wanted), (family, conversation.line)
+        if layout == "split" or family in R1:  # one reply per example: its context is exactly what inference renders
+            reply_turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+            for example, turn in zip(examples, reply_turns[-len(examples):]):
+                (start, _), = trained_runs(example["labels"])
+                assert tokenizer.decode(example["input_ids"][:start]) == render(tokenizer, messages[:turn], True)
+
+
+@pytest.mark.parametrize("family", R1)
+def test_r1_trains_reasoning_after_the_inference_prompt(family, tokenizers):
+    tokenizer = tokenizers[family]
+    rows = conversations(REASONING)
+    spans = [[span for e in build_examples(tokenizer, c.messages)[0]
+              for span in trained_spans(tokenizer, e["input_ids"], e["labels"])] for c in rows]
+    assert spans == [
+        ["17 + 25: 17 + 20 = 37, then + 5 = 42.\n</think>\n\n42." + DEEPSEEK_EOS],  # reasoning_content
+        ["阳光里波长短的蓝光被空气分子散射得最多。\n</think>\n\n因为瑞利散射：蓝光散射得最多。" + DEEPSEEK_EOS],  # <think> in content
+        ["\n</think>\n\nHello!" + DEEPSEEK_EOS],  # no reasoning: an empty think block
+        ["Two threes.\n</think>\n\n6." + DEEPSEEK_EOS, "\n</think>\n\n<br> breaks a line." + DEEPSEEK_EOS],
+    ]
+    # the second reply's context is the history as inference renders it: the first reply without its reasoning
+    second = build_examples(tokenizer, rows[3].messages)[0][1]
+    (start, _), = trained_runs(second["labels"])
+    context = tokenizer.decode(second["input_ids"][:start])
+    assert context.endswith("<｜Assistant｜>6.<｜end▁of▁sentence｜><｜User｜>And <br> in HTML?<｜Assistant｜><think>\n")
+    assert "Two threes" not in context
+    plain = [span for e in build_examples(tokenizer, rows[2].messages, empty_think=False)[0]
+             for span in trained_spans(tokenizer, e["input_ids"], e["labels"])]
+    assert plain == ["Hello!" + DEEPSEEK_EOS]  # --no-empty-think: right after <｜Assistant｜>, as the template renders
+
+
+@pytest.mark.parametrize("family", R1)
+def test_show_labels_shows_what_is_trained(family):
+    from common.real_tokenizers import tokenizer_dir
+
+    result = run(["scripts/show_labels.py", REASONING, "--model", tokenizer_dir(family), "--jsonl"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows[0]["trained_spans"] == ["17 + 25: 17 + 20 = 37, then + 5 = 42.\n</think>\n\n42." + DEEPSEEK_EOS]
+    assert rows[2]["trained_spans"] == ["\n</think>\n\nHello!" + DEEPSEEK_EOS]
+
+
+def test_templates_that_rewrite_history_are_refused_naming_the_row_and_why():
+    from common.data import DataError
+    from common.real_tokenizers import tokenizer_dir
+    from common.tokenizer import load_tokenizer
+
+    data = conversations()
+    for family, why in (("qwen3-0.6b", "it drops an earlier assistant turn's think block"),
+                        ("phi-3.5-mini-instruct", "it writes '<|endoftext|>' at the end of a conversation only when "
+                                                  "nothing follows")):
+        with pytest.raises(DataError, match=rf"adversarial.jsonl:\d+: messages: the chat template rewrites history: "
+                                             rf"{re.escape(why)}"):
+            build_dataset(load_tokenizer(tokenizer_dir(family)), data, "all_turns", 2048, source="adversarial.jsonl")
+
+
+# ------------------------------------------------------------------ the DeepSeek recipe, export and parity
+
+PARITY = re.compile(r"parity (\S+): prompt ids match (\d+)/(\d+); next-token agreement (\d+)/(\d+) \(.*?\), "
+                    r"ties (\d+), disagreements (\d+); greedy replies identical (\d+)/(\d+), identical up to a tie (\d+)")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
+    from common.real_tokenizers import tiny_model_dir
+
+    out = tmp_path / family
+    trained = run(["recipes/deepseek_multiturn.py", "--model", tiny_model_dir(family), "--max-steps", "8",
+                   "--learning-rate", "5e-3", "--eval-prompts", "1", "--output-dir", out], timeout=1200)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    assert ("rebuilt it from tokenizer.json" in trained.stdout) == (family in BROKEN_BY_TRANSFORMERS)
+    assert "conversations round-trip exactly" in trained.stdout
+    losses = [e["loss"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e]
+    assert len(losses) == 8 and losses[-1] < losses[0], losses
+    stats = json.loads((out / "eval.json").read_text())["train"]
+    print(f"{family}: train {stats['examples']} examples, {stats['trained_tokens']} trained of {stats['tokens']} tokens")
+    exported = run(["scripts/export.py", out, "--to", "gguf", "--quant", "f16", "--verify"], timeout=1200)
+    assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
+    (quant, *numbers), = PARITY.findall(exported.stdout)
+    ids_ok, prompts, agree, total, ties, disagree, identical, _, identical_to_tie = map(int, numbers)
+    print(f"{family}: {exported.stdout.strip().splitlines()[-1]}")
+    assert quant == "f16" and ids_ok == prompts == 5, exported.stdout[-2000:]
+    assert disagree == 0 and ties <= 2 and identical + identical_to_tie == prompts, exported.stdout[-2000:]
