@@ -158,10 +158,11 @@ def run_comparison(recipe: Path, cfg, experiments, run_dir: Path) -> str:
         results.append({"name": name, "targets": targets, "modules": training["lora_modules"],
                         "learning_rate": training["learning_rate"], "trainable_params": training["trainable_params"],
                         "steps": training["steps"], "first_loss": training["first_loss"],
-                        "last_loss": training["last_loss"], "eval_loss": evaluation["eval_loss"],
+                        "last_loss": training["last_loss"], "eval_loss": evaluation["eval_loss"], "base_eval_loss": evaluation["base_eval_loss"],
                         "replies": evaluation["replies"]})
         print(f"  trainable {training['trainable_params']:,}, loss {training['first_loss']:.4f} -> "
-              f"{training['last_loss']:.4f}, held-out {evaluation['eval_loss']:.4f}", flush=True)
+              f"{training['last_loss']:.4f}, held-out {evaluation['base_eval_loss']:.4f} (base) -> "
+              f"{evaluation['eval_loss']:.4f}", flush=True)
     table = compare_table(results)
     (run_dir / "compare.md").write_text(table, encoding="utf-8")
     (run_dir / "compare.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -176,7 +177,7 @@ def compare_table(results: list[dict]) -> str:
             ("trainable params", [f"{r['trainable_params']:,}" for r in results]),
             ("steps", [r["steps"] for r in results]),
             ("train loss (first -> last)", [f"{r['first_loss']:.4f} -> {r['last_loss']:.4f}" for r in results]),
-            ("held-out loss", [f"{r['eval_loss']:.4f}" for r in results])]
+            ("held-out loss (base -> LoRA)", [f"{r['base_eval_loss']:.4f} -> {r['eval_loss']:.4f}" for r in results])]
     for i, reply in enumerate(results[0]["replies"]):
         rows.append((f"prompt {i + 1}: {cell(reply['prompt'])}", [""] * len(results)))
         rows.append(("original model", [cell(r["replies"][i]["base"]) for r in results]))

@@ -247,7 +247,9 @@ if on_gpu:
 
 # %% evaluate
 metrics = trainer.evaluate()
-print(f"held-out loss (target tokens only): {metrics['eval_loss']:.4f}")
+with model.disable_adapter():  # the same held-out loss without LoRA: how far training moved the model
+    metrics["base_eval_loss"] = trainer.evaluate(metric_key_prefix="base")["base_loss"]
+print(f"held-out loss (target tokens only): {metrics['eval_loss']:.4f} tuned, {metrics['base_eval_loss']:.4f} base")
 model.eval()
 replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens,
                           cfg.max_seq_length)
