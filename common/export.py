@@ -544,6 +544,8 @@ def chat_template_of(model_dir: Path) -> str | None:
 
 def check_export_request(to: str, quants, model_type: str) -> None:
     """Refuse, before training, an export that cannot be made: named with the recipe's flags."""
+    if to == "gguf" and model_type in ("t5", "mt5", "umt5"):
+        raise UserError("--export gguf: not for encoder-decoder (T5/mT5) models here; use --export merged16")
     if to == "gguf" and model_type == "mllama":
         raise UserError("--export gguf: llama.cpp has no Mllama (Llama 3.2 Vision) support; use --export merged16")
     if to == "gguf":
