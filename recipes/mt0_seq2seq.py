@@ -107,8 +107,8 @@ def data_path(name: str) -> Path:  # relative paths work from the project root o
 
 if cfg.learning_rate is None:  # the article's rate; random weights need bigger steps to show the loss falling
     cfg.learning_rate = 2e-3 if cfg.model == "tiny" else 9.65e-7
-    print(f"learning_rate {cfg.learning_rate:g}" + (" (tiny model)" if cfg.model == "tiny" else " (the article's)")
-          + "; set --learning-rate to choose another")
+    print(("tiny model: learning_rate 2e-3" if cfg.model == "tiny" else "learning_rate 9.65e-7, the article's")
+          + " (set --learning-rate to choose another)")
 
 # Every setting that can be checked without the model is checked here, before anything is downloaded.
 check_training_options(learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
