@@ -42,6 +42,7 @@ from trl import SFTConfig, SFTTrainer
 from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
 from common.config import parse_config
 from common.data import load_conversations
+from common.distributed import ShardRecorder, from_main, start_processes
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
 from common.export import check_export_request, export_run
@@ -114,6 +115,7 @@ class Config:
 
 sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
 cfg = parse_config(Config, description=__doc__)
+launch = start_processes()  # under accelerate launch / torchrun: one process per GPU, only the main one prints and saves
 ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 
 
@@ -166,7 +168,12 @@ for name, loaded in (("train", train_data), ("eval", eval_data)):
 targets = resolve_targets(cfg.targets, shape.linear_names)
 n_examples = sum(1 if cfg.label_layout != "split" else sum(m["role"] == "assistant" for m in c.messages)
                  for c in train_data.conversations)
-total_steps = planned_steps(n_examples, cfg.batch_size, cfg.grad_accum, cfg.num_train_epochs, cfg.max_steps)
+total_steps = planned_steps(n_examples, cfg.batch_size * launch.processes, cfg.grad_accum, cfg.num_train_epochs,
+                            cfg.max_steps)
+if launch.processes > 1:  # each process takes its own batch_size examples: the optimizer step sees all of them
+    print(f"global batch: {cfg.batch_size} per process x {cfg.grad_accum} accumulation x {launch.processes} processes "
+          f"= {cfg.batch_size * cfg.grad_accum * launch.processes} examples per optimizer step; "
+          + ("Unsloth's DDP support (each process on its own GPU)" if on_gpu else "Unsloth's CPU backend"))
 if cfg.adalora:
     check_adalora_schedule(cfg.tinit, cfg.tfinal, total_steps)
 
@@ -237,11 +244,15 @@ preflight(model, tokenizer, train_examples, cfg.batch_size)
 check_disk_for_checkpoints(run.run_dir, trainable_params, cfg.optim)
 
 # %% train
-run_dir = open_run_dir(run)  # only now: nothing on disk changes until every check above has passed
-save_run_config(cfg, run_dir)
+run_dir = from_main(launch, lambda: open_run_dir(run))  # only now: nothing on disk changes before the checks pass
+if launch.is_main:
+    save_run_config(cfg, run_dir)
 step_timer = StepTimer()
-if cfg.init == "pissa":
+if cfg.init == "pissa" and launch.is_main:
     save_pissa_start(model, run_dir)
+shards = ShardRecorder()
+if launch.processes > 1:
+    model.register_forward_pre_hook(shards, with_kwargs=True)
 trainer = SFTTrainer(
     model=model,
     processing_class=tokenizer,
@@ -281,9 +292,12 @@ with disk_full_is_an_error(run_dir):
     seconds = time.time() - start
     # Saved before anything optional runs: an error in the evaluation below cannot lose the trained adapter.
     adapter_dir = run_dir / "adapter"
-    save_adapter(model, tokenizer, adapter_dir, cfg.init, run_dir)
-    (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-finish_replacing(run)
+    if launch.is_main:
+        save_adapter(model, tokenizer, adapter_dir, cfg.init, run_dir)
+        (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        finish_replacing(run)
+if launch.processes > 1:
+    shards.report(launch)
 losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 tokens = max([entry.get("num_tokens", 0) for entry in trainer.state.log_history] or [0])  # real tokens, no padding
 print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s ({tokens / seconds:,.0f} tokens/s); "
@@ -300,19 +314,21 @@ if on_gpu:
 metrics = trainer.evaluate()
 print(f"held-out loss (assistant tokens only, {cfg.label_layout}): {metrics['eval_loss']:.4f}")
 FastLanguageModel.for_inference(model)
-replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens)
+replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts] if launch.is_main else [],
+                          cfg.max_new_tokens)
 
 # %% save
-if cfg.adalora:
-    print("AdaLoRA final ranks:")
-    report_adalora_ranks(model, cfg.init_r, run_dir / "adalora_ranks.json")
-save_loss_plot(trainer.state.log_history, run_dir / "loss.png", title=cfg.model)
-(run_dir / "eval.json").write_text(json.dumps({**metrics, "training": training, "replies": replies,
-                                               "train": train_stats, "eval": eval_stats}, indent=1, ensure_ascii=False))
-print(f"saved the adapter, tokenizer and run config to {run_dir}")
+if launch.is_main:
+    if cfg.adalora:
+        print("AdaLoRA final ranks:")
+        report_adalora_ranks(model, cfg.init_r, run_dir / "adalora_ranks.json")
+    save_loss_plot(trainer.state.log_history, run_dir / "loss.png", title=cfg.model)
+    (run_dir / "eval.json").write_text(json.dumps({**metrics, "training": training, "replies": replies, "train": train_stats,
+                                                   "eval": eval_stats}, indent=1, ensure_ascii=False))
+    print(f"saved the adapter, tokenizer and run config to {run_dir}")
 
 # %% export
-if cfg.export != "none":
+if cfg.export != "none" and launch.is_main:
     del trainer, model  # free the GPU: merging loads the 16-bit base model
     gc.collect()
     torch.cuda.empty_cache()

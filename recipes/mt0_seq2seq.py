@@ -26,6 +26,7 @@ Every config field below can be overridden with --field-name value; switches are
 import dataclasses
 import gc
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -99,6 +100,9 @@ EXPERIMENTS = [("few targets (q, v)", "q,v", 9.65e-6), ("all targets, lr 9.65e-6
 
 sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
 cfg = parse_config(Config, description=__doc__)
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: the text recipes support it, not this one
+    raise UserError("this recipe trains on one GPU; several GPUs: recipes/deepseek_multiturn.py or recipes/llama_text.py "
+                    "(README: When one GPU is not enough)")
 ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 
 

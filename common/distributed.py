@@ -1,0 +1,78 @@
+"""Runs started by `accelerate launch` or `torchrun`: one process per GPU (or per CPU worker, with gloo).
+
+The launcher sets WORLD_SIZE, RANK and LOCAL_RANK. The Trainer then trains each process on its own shard of every
+batch and averages the gradients (DDP), or shards the model too (FSDP, from accelerate's config). Only the main
+process prints (the others' standard output is dropped, their errors still show) and only it writes the run
+directory: the adapter, run_config.json, plots, eval.json and exports. Checkpoints are the Trainer's (it writes them
+from the main process) and --resume works as in one process.
+"""
+import dataclasses
+import hashlib
+import os
+import sys
+
+
+@dataclasses.dataclass
+class Launch:
+    processes: int
+    rank: int
+    backend: str | None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def start_processes() -> Launch:
+    """Join the launcher's process group, if there is one, and print `distributed: N processes (BACKEND)` once."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes <= 1:
+        return Launch(1, 0, None)
+    import torch
+
+    if not torch.distributed.is_initialized():  # the Trainer would do it later; the run directory needs it now
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    launch = Launch(processes, torch.distributed.get_rank(), torch.distributed.get_backend())
+    if not launch.is_main:
+        sys.stdout = open(os.devnull, "w")  # one log, the main process's; errors go to stderr from every process
+    print(f"distributed: {processes} processes ({launch.backend})")
+    return launch
+
+
+def from_main(launch: Launch, make):
+    """make() on the main process, its result handed to every process (the run directory the main one created)."""
+    if launch.processes == 1:
+        return make()
+    import torch
+
+    value = [make() if launch.is_main else None]
+    torch.distributed.broadcast_object_list(value, src=0)
+    return value[0]
+
+
+class ShardRecorder:
+    """Fingerprints of the sequences each process trains on, to show that the processes see different data."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def __call__(self, module, args, kwargs):
+        ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        if ids is None or not module.training:
+            return
+        for row in range(ids.shape[0]):
+            tokens = ids[row][mask[row].bool()] if mask is not None and mask.dim() == 2 else ids[row]
+            self.seen.add(hashlib.sha1(tokens.cpu().numpy().tobytes()).hexdigest()[:16])
+
+    def report(self, launch: Launch) -> list[int]:
+        """Print how many sequences each process trained and how many two processes shared; return the counts."""
+        import torch
+
+        everyone = [None] * launch.processes
+        torch.distributed.all_gather_object(everyone, sorted(self.seen))
+        counts = [len(seen) for seen in everyone]
+        shared = sum(len(set(a) & set(b)) for i, a in enumerate(everyone) for b in everyone[i + 1:])
+        print(f"distributed: sequences trained per process {counts}, {shared} trained by more than one process")
+        return counts
