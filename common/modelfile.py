@@ -162,11 +162,9 @@ def go_render(template: str, messages: list[dict]) -> str:
 
 
 def first_mismatch(fmt: Format, render_chat, conversations) -> tuple[list, str, str] | None:
-    """(conversation, chat template's text, TEMPLATE's text) for the first conversation, within the format's
-    contract, that the two render differently; None when every one renders the same."""
+    """(conversation, chat template's text, TEMPLATE's text) for the first of `conversations` that the two
+    render differently; None when every one renders the same."""
     for messages in conversations:
-        if not within_contract(fmt, messages):
-            continue
         expected = render_chat(messages)
         try:
             got = go_render(fmt.template, messages)
@@ -188,14 +186,16 @@ def checked_format(tokenizer, template: str | None, date_string: str | None, con
         fmt = ollama_format(family, render_chat)
     except GoTemplateError as err:
         return None, f"{family} chat template not as expected ({err}): no TEMPLATE written"
-    mismatch = first_mismatch(fmt, render_chat, list(conversations) + PROBES)
+    # Only conversations within the format's contract: outside it the Modelfile says what to send instead.
+    checked = [c for c in list(conversations) + PROBES if within_contract(fmt, c)]
+    mismatch = first_mismatch(fmt, render_chat, checked)
     if mismatch:
         messages, expected, got = mismatch
         at = next(i for i, (a, b) in enumerate(zip(expected + "\0", got + "\0")) if a != b)
         return None, (f"{fmt.name}: our TEMPLATE renders {got[at:at + 40]!r} where the run's chat template renders "
                       f"{expected[at:at + 40]!r} (character {at} of a {len(messages)}-message conversation), so no "
                       "TEMPLATE is written and Ollama picks one from the GGUF's chat template")
-    note = f"{fmt.name} chat format, checked on {len(conversations) + len(PROBES)} conversations"
+    note = f"{fmt.name} chat format, checked on {len(checked)} conversations"
     if date_string:
         note += f"; 'Today Date: {date_string}', the date the run's training data was rendered with"
     if fmt.contract:
