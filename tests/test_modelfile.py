@@ -177,3 +177,37 @@ def test_go_subset_renderer_refuses_what_it_does_not_know():
     for template in ('{{ printf "%d" 1 }}', '{{ template "x" }}', "{{ if .Messages }}", "{{ .Missing }}"):
         with pytest.raises(GoTemplateError):
             render(template, {"Messages": []})
+
+
+# The same families through their real tokenizers (common/real_tokenizers.py): the chat template the hub repo
+# ships, rendered by the tokenizer's own apply_chat_template, as training renders it.
+REAL_FAMILIES = {
+    "deepseek-llm-7b-chat": "deepseek-llm", "llama-3.1-8b-instruct": "llama3.1", "llama-3.2-3b-instruct": "llama3.1",
+    "deepseek-r1-distill-llama-8b": "deepseek-r1", "deepseek-r1-distill-qwen-1.5b": "deepseek-r1",
+    "qwen2.5-7b-instruct": "qwen2.5", "qwen3-0.6b": "qwen3", "phi-3.5-mini-instruct": "phi-3",
+}
+
+
+@pytest.mark.parametrize("family", REAL_FAMILIES)
+def test_real_tokenizer_gets_a_checked_template_and_stops_on_every_end_of_turn_token(family):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from common.real_tokenizers import tokenizer_dir
+
+    directory = tokenizer_dir(family)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    template = tokenizer.chat_template
+    assert chat_family(template) == REAL_FAMILIES[family]
+    fmt, note = checked_format(tokenizer, template, pinned_date(template, {}, TRAINED), conversations())
+    assert fmt is not None, note
+    # Every token the model ends a turn with (generation_config's eos ids, else the tokenizer's EOS) stops Ollama,
+    # and every stop written as a special token is one token of this vocabulary.
+    generation = directory / "generation_config.json"
+    eos = json.loads(generation.read_text())["eos_token_id"] if generation.exists() else tokenizer.eos_token_id
+    for token_id in eos if isinstance(eos, list) else [eos]:
+        assert tokenizer.convert_ids_to_tokens(token_id) in fmt.stops, (token_id, fmt.stops)
+    for stop in fmt.stops:
+        if stop.startswith("<") and stop.endswith(">"):
+            assert len(tokenizer(stop, add_special_tokens=False)["input_ids"]) == 1, stop
