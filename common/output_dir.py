@@ -47,17 +47,29 @@ def mount_point(path: Path) -> Path:
     return path
 
 
+def disk_name(mount: Path) -> str:
+    """'the disk mounted at /work (/dev/sdb1)': the mount point, and the device where /proc/mounts says."""
+    device = None
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 1 and fields[1] == str(mount):
+                device = fields[0]  # the last one listed is the one in effect
+    except OSError:
+        pass
+    return f"the disk mounted at {mount}" + (f" ({device})" if device else "")
+
+
 def check_free_space(directory: Path, needs: dict[str, float]):
     """Refuse before writing anything when the disk holding `directory` cannot take `needs` (bytes by item)."""
     probe = nearest_existing(directory)
-    disk = mount_point(probe)
+    disk = disk_name(mount_point(probe))
     free = shutil.disk_usage(probe).free
     total = sum(needs.values())
     parts = ", ".join(f"{name} {size_text(size)}" for name, size in needs.items())
-    print(f"disk: the export needs about {size_text(total)} ({parts}); {size_text(free)} free on the disk mounted "
-          f"at {disk}")
+    print(f"disk: the export needs about {size_text(total)} ({parts}); {size_text(free)} free on {disk}")
     if total > free:
-        raise UserError(f"not enough disk space on the disk mounted at {disk} (for {directory}): the export needs "
+        raise UserError(f"not enough disk space on {disk}, for {directory}: the export needs "
                         f"about {size_text(total)} ({parts}) and {size_text(free)} is free; free some space or "
                         "write to another disk with --out")
 
