@@ -309,7 +309,7 @@ FUNCTIONS = {"not": lambda x: not truth(x), "eq": _eq, "ne": lambda a, b: not _e
              "index": _index, "slice": _slice}
 
 
-def _evaluate(operand, dot, scopes, root, final=None):
+def _evaluate(operand, dot, scopes, root):
     kind = operand[0]
     if kind == "lit":
         return operand[1]

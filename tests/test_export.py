@@ -198,7 +198,6 @@ def test_ollama_template_renders_like_the_chat_template(exported):
     against the chat template in transformers, on held-out and adversarial conversations."""
     from transformers import AutoTokenizer
 
-    from common.data import load_conversations
     from common.export import conversations_of
     from common.go_template import render
     from common.modelfile import PROBES, TRIMMED, Format, within_contract

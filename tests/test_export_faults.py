@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT
 from test_export import export, make_run
 from test_export_source import hashes, refused
 

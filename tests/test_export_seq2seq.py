@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run
+from conftest import ROOT
 from test_export import export
 from test_export_source import refused
 
