@@ -117,6 +117,7 @@ class Shape:
     attention_width: int  # heads * head_dim
     max_positions: int
     model_type: str = ""  # config.json's model_type: llama, qwen2, mllama, t5, ...
+    architectures: list[str] = field(default_factory=list)  # config.json's architectures: LlamaForCausalLM, ...
     linear_names: list[str] = field(default_factory=list)  # leaf names of the linear layers LoRA can target
     vision: dict | None = None  # {"hidden", "layers", "intermediate"} for a vision tower
 
@@ -167,7 +168,8 @@ def model_shape(config, name: str = "") -> Shape:
                  layers=text.num_hidden_layers, hidden=text.hidden_size, vocab=text.vocab_size,
                  attention_width=text.num_attention_heads * head_dim,
                  max_positions=getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", 4096),
-                 model_type=config.model_type, linear_names=sorted(linear_names), vision=vision)
+                 model_type=config.model_type, architectures=list(getattr(config, "architectures", None) or []),
+                 linear_names=sorted(linear_names), vision=vision)
 
 
 @dataclass

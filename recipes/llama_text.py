@@ -45,7 +45,8 @@ from common.data import load_conversations
 from common.distributed import ShardRecorder, from_main, start_processes
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
-from common.export import check_export_request, export_run
+from common.export import export_run
+from common.export_request import check_export_request
 from common.labels import build_dataset
 from common.loss_plot import save_loss_plot
 from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_options, loftq_without_gpu, memory_note,
@@ -142,7 +143,7 @@ check_lora_options(r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dro
                    load_in_4bit=cfg.load_in_4bit, use_dora=cfg.use_dora, use_rslora=cfg.use_rslora,
                    adalora=cfg.adalora, init_r=cfg.init_r, target_r=cfg.target_r, deltaT=cfg.deltaT)
 shape = model_shape_of(model_name)  # from config.json alone, on the meta device: nothing is downloaded but that
-check_export_request(cfg.export, cfg.export_quants, shape.model_type)
+check_export_request(cfg.export, cfg.export_quants, shape.model_type, shape.architectures)
 run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
 if load_in_4bit and not on_gpu:
     raise UserError("--load-in-4bit: 4-bit loading needs a GPU (bitsandbytes' CUDA kernels); leave it unset on a CPU")

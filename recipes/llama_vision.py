@@ -48,7 +48,8 @@ from common.config import parse_config
 from common.data import load_conversations
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
-from common.export import check_export_request, export_run
+from common.export import export_run
+from common.export_request import check_export_request
 from common.labels import build_dataset
 from common.lora import check_lora_options
 from common.loss_plot import save_loss_plot
@@ -139,7 +140,7 @@ shape = model_shape_of(model_name)  # from config.json alone, on the meta device
 if shape.model_type != "mllama":
     raise UserError(f"{cfg.model} is a {shape.model_type} model; this recipe is for Llama 3.2 Vision (mllama): its data "
                     "collator builds Mllama's cross-attention mask")
-check_export_request(cfg.export, [], shape.model_type)
+check_export_request(cfg.export, [], shape.model_type, shape.architectures)
 run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
 if load_in_4bit and not on_gpu:
     raise UserError("--load-in-4bit: 4-bit loading needs a GPU (bitsandbytes' CUDA kernels); leave it unset on a CPU "

@@ -42,7 +42,8 @@ from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForS
 from common.config import parse_config
 from common.data import load_conversations
 from common.errors import UserError, report_user_errors
-from common.export import check_export_request, export_run
+from common.export import export_run
+from common.export_request import check_export_request
 from common.lora import check_lora_options
 from common.loss_plot import save_loss_plot
 from common.preflight import seq2seq_preflight

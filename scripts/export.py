@@ -6,10 +6,12 @@
 
 Everything goes to RUN_DIR/export/ (--out DIR to choose): adapter/, merged16/, gguf/RUN-QUANT.gguf and an Ollama
 gguf/RUN-QUANT.Modelfile beside each GGUF (`ollama create my-model -f gguf/RUN-q4_k_m.Modelfile`).
---to gguf merges first (or reuses an existing merged16/) and always writes f16, the quantizer's input.
---verify loads each GGUF with llama.cpp and the merged model with transformers, renders held-out conversations
-with each side's own chat template, and prints whether the prompt token ids match and how often the greedy
-tokens agree. An existing export is only replaced with --overwrite.
+--to gguf merges first (or reuses a merged16/ made from this same adapter) and always writes f16, the quantizer's
+input; llama.cpp loads every GGUF back (vocabulary, special tokens, one forward pass) before it gets its name.
+--verify loads each GGUF with llama.cpp and the merged model with transformers, renders the run's held-out
+conversations (run_config.json's eval_file) with each side's own chat template, and prints whether the prompt
+token ids match and how often the greedy tokens agree. An existing export is only replaced with --overwrite, and
+one made from another adapter (another run, or this one before --resume trained it further) is never reused.
 """
 import argparse
 import sys

@@ -3,8 +3,6 @@
 of the GGUFs with the merged model in transformers is checked (f16: token for token)."""
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +17,12 @@ PARITY = re.compile(r"parity (\S+): prompt ids match (\d+)/(\d+); next-token agr
                     r"ties (\d+), disagreements (\d+); greedy replies identical (\d+)/(\d+), identical up to a tie (\d+)")
 
 
-def make_run(run_dir: Path, chat_format: str) -> Path:
+# The Llama-3 run names its held-out file, as a recipe's run_config.json does; the DeepSeek run names none, so
+# --verify falls back to the bundled DeepSeek file and says so.
+EVAL_FILES = {"deepseek": None, "llama3": "datasets/instructions/test.jsonl"}
+
+
+def make_run(run_dir: Path, chat_format: str, seed: int | None = None) -> Path:
     """A run like the recipe saves one, without training: LoRA (r=8, every linear layer) on the tiny model, with
     random lora_B so the adapter really changes the model, saved with its tokenizer and a run_config.json."""
     from peft import LoraConfig, get_peft_model
@@ -30,16 +33,20 @@ def make_run(run_dir: Path, chat_format: str) -> Path:
     base = tiny_model_path(chat_format)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    torch.manual_seed(FORMATS.index(chat_format))  # lora_A's initialisation: the same run every time
+    seed = FORMATS.index(chat_format) if seed is None else seed
+    torch.manual_seed(seed)  # lora_A's initialisation: the same run every time
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
-    generator = torch.Generator().manual_seed(FORMATS.index(chat_format))
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
     model.save_pretrained(run_dir / "adapter")
     tokenizer.save_pretrained(run_dir / "adapter")
-    (run_dir / "run_config.json").write_text(json.dumps({"model": "tiny", "chat_format": chat_format}) + "\n")
+    run_config = {"model": "tiny", "chat_format": chat_format}
+    if EVAL_FILES[chat_format]:
+        run_config["eval_file"] = EVAL_FILES[chat_format]
+    (run_dir / "run_config.json").write_text(json.dumps(run_config) + "\n")
     return run_dir
 
 
@@ -118,7 +125,7 @@ def test_gguf_files_carry_the_chat_template_and_the_tokenizer_settings(exported)
     run_dir, out, _ = exported
     template = (out / "merged16" / "chat_template.jinja").read_text()
     assert sorted(p.name for p in (out / "gguf").iterdir()) == sorted(
-        f"{run_dir.name}-{q}{ext}" for q in QUANTS for ext in (".gguf", ".Modelfile"))
+        f"{run_dir.name}-{q}{ext}" for q in QUANTS for ext in (".gguf", ".Modelfile", ".source.json"))
     assert not list(out.rglob(".*partial*"))  # no temporary file left behind
     for quant in QUANTS:
         llm = Llama(str(out / "gguf" / f"{run_dir.name}-{quant}.gguf"), n_ctx=256, verbose=False)
@@ -143,7 +150,12 @@ def test_llama_cpp_loads_each_gguf_and_generates(exported):
 
 
 def test_parity_f16_exact_and_rates_reported(exported):
-    _, _, outputs = exported
+    run_dir, _, outputs = exported
+    held_out = EVAL_FILES["llama3" if run_dir.name.endswith("llama3") else "deepseek"]
+    if held_out:  # the run's own held-out data, not always the DeepSeek file
+        assert f"parity: 5 held-out conversations from {ROOT / held_out}" in outputs["gguf"]
+    else:
+        assert "run_config.json names no eval_file: using the bundled datasets/chat_multiturn/test.jsonl" in outputs["gguf"]
     rows = {m.group(1): dict(zip(["ids_ok", "prompts", "agree", "total", "ties", "disagree", "identical", "prompts2",
                                   "identical_to_tie"], map(int, m.groups()[1:])))
             for m in PARITY.finditer(outputs["gguf"])}
@@ -175,113 +187,43 @@ def test_never_overwrites_an_export(exported):
 
 # ------------------------------------------------------------------------- Ollama TEMPLATE
 
-def render_go_subset(template: str, messages: list[dict]) -> str:
-    """Go text/template, the subset the TEMPLATEs use: range .Messages, if/else if eq .Role "x", end,
-    .Role, .Content, and the {{- -}} whitespace trims (see render_go for the real engine)."""
-    parts = re.split(r"(\{\{-? .*? -?\}\})", template)
-    for i, part in enumerate(parts):  # apply the trims to the text beside each action
-        if part.startswith("{{-") and i > 0:
-            parts[i - 1] = parts[i - 1].rstrip()
-        if part.endswith("-}}") and i + 1 < len(parts):
-            parts[i + 1] = parts[i + 1].lstrip()
-    tokens = [(("action", p.strip("{}- ")) if p.startswith("{{") else ("text", p)) for p in parts]
-
-    def block(pos, message):  # render until an unmatched else/end; return (text, position of it)
-        text = ""
-        while pos < len(tokens):
-            kind, value = tokens[pos]
-            if kind == "text":
-                text += value
-            elif value == "end" or value.startswith("else"):
-                return text, pos
-            elif value == "range .Messages":
-                start = pos + 1
-                for m in messages:
-                    body, pos = block(start, m)
-                    text += body
-                if not messages:
-                    _, pos = block(start, None)
-            elif value.startswith("if "):
-                chosen, done = None, False
-                condition = value[3:]
-                while True:
-                    role = re.fullmatch(r'eq \.Role "(\w+)"', condition).group(1)
-                    take = not done and message["role"] == role
-                    body, pos = block(pos + 1, message)
-                    if take:
-                        chosen, done = body, True
-                    kind, value = tokens[pos]
-                    if value == "end":
-                        break
-                    condition = value[len("else if "):]
-                text += chosen or ""
-            elif value in (".Content", ".Role"):
-                text += message[value[1:].lower()]
-            else:
-                raise AssertionError(f"unsupported action {value!r}")
-            pos += 1
-        return text, pos
-
-    return block(0, None)[0]
-
-
-GO_RENDER = """package main
-import ("encoding/json"; "os"; "text/template")
-func main() {
-	var in struct { Template string; Messages []map[string]string }
-	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil { panic(err) }
-	data := map[string]any{"Messages": []map[string]string{}}
-	for _, m := range in.Messages { data["Messages"] = append(data["Messages"].([]map[string]string),
-		map[string]string{"Role": m["role"], "Content": m["content"]}) }
-	if err := template.Must(template.New("t").Parse(in.Template)).Execute(os.Stdout, data); err != nil { panic(err) }
-}
-"""
-
-
-def render_go(template: str, messages: list[dict], workdir: Path) -> str:
-    """The real Go text/template engine (what Ollama uses), when a Go toolchain is installed."""
-    source = workdir / "render.go"
-    source.write_text(GO_RENDER)
-    result = subprocess.run(["go", "run", str(source)], input=json.dumps({"Template": template, "Messages": messages}),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def modelfile_template(path: Path) -> tuple[str, list[str]]:
     text = path.read_text(encoding="utf-8")
     template = re.search(r'^TEMPLATE """(.*?)"""$', text, re.S | re.M).group(1)
     return template, re.findall(r'^PARAMETER stop "(.*)"$', text, re.M)
 
 
-def test_ollama_template_renders_like_the_chat_template(exported, tmp_path):
+def test_ollama_template_renders_like_the_chat_template(exported):
+    """The Modelfile the export wrote, rendered by our Go-subset renderer (and by Go itself when installed),
+    against the chat template in transformers, on held-out and adversarial conversations."""
     from transformers import AutoTokenizer
 
-    from common.data import load_conversations
-    from common.export import verify_conversations
+    from common.export import conversations_of
+    from common.go_template import render
+    from common.modelfile import PROBES, TRIMMED, Format, within_contract
+    from go_render import go_binary, render_with_go
 
     run_dir, out, _ = exported
     tokenizer = AutoTokenizer.from_pretrained(out / "merged16")
-    template, stops = modelfile_template(out / "gguf" / f"{run_dir.name}-q4_k_m.Modelfile")
+    modelfile = out / "gguf" / f"{run_dir.name}-q4_k_m.Modelfile"
+    template, stops = modelfile_template(modelfile)
     assert tokenizer.eos_token in stops
-    assert (out / "gguf" / f"{run_dir.name}-q4_k_m.Modelfile").read_text().startswith(
-        f"FROM ./{run_dir.name}-q4_k_m.gguf\n")
-    conversations = verify_conversations(40) + [
-        [m for m in c.messages[: max(i for i, m in enumerate(c.messages) if m["role"] == "assistant")]]
-        for c in load_conversations(ROOT / "tests/data/adversarial.jsonl").conversations]
-    conversations = [c for c in conversations if all(m["content"] == m["content"].strip() for m in c)]  # (*)
+    assert modelfile.read_text().startswith(f"FROM ./{run_dir.name}-q4_k_m.gguf\n# ")
+    conversations = conversations_of(ROOT / "datasets/chat_multiturn/test.jsonl") + conversations_of(
+        ROOT / "tests/data/adversarial.jsonl") + PROBES
+    # Llama-3 trims each message and a Go template cannot: the Modelfile says to send trimmed text.
+    fmt = Format("", template, stops, TRIMMED if "<|eot_id|>" in template else "")
+    conversations = [c for c in conversations if within_contract(fmt, c)]
     assert len(conversations) > 40
-    go = shutil.which("go")
+    expected = []
     for messages in conversations:
-        expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        assert expected.startswith(tokenizer.bos_token)
-        expected = expected[len(tokenizer.bos_token):]  # Ollama adds the BOS token itself
-        assert render_go_subset(template, messages) == expected
-    if go:  # the real engine, on a few conversations (each `go run` compiles)
-        for messages in conversations[:2] + conversations[-2:]:
-            expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            assert render_go(template, messages, tmp_path) == expected[len(tokenizer.bos_token):]
-# (*) Llama-3's template trims each message and Go templates cannot; the README says to send trimmed text.
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert text.startswith(tokenizer.bos_token)
+        expected.append(text[len(tokenizer.bos_token):])  # Ollama adds the BOS token itself
+        data = {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages]}
+        assert render(template, data) == expected[-1]
+    if go_binary():  # the real engine, on every conversation
+        assert render_with_go([(template, m) for m in conversations]) == expected
 
 
 # ------------------------------------------------------------------------- refusals
@@ -336,20 +278,30 @@ def test_vision_model_merges_to_16bit_with_its_vision_tower(vision_run):
 
 
 def test_disk_space_is_checked_before_merging(exported, tmp_path, monkeypatch):
-    from common import export as export_module
+    from common import output_dir
     from common.errors import UserError
+    from common.export import export_run
+    from common.merge import count_parameters, tokenizer_bytes
 
     run_dir, _, _ = exported
-    monkeypatch.setattr(export_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
-    with pytest.raises(UserError, match=r"not enough disk space in .*: the export needs about \d\.\d MB "
-                                        r"\(merged16 \d\.\d MB\) and 0\.0 MB is free; .* --out"):
-        export_module.export_run(run_dir, "merged16", out_dir=tmp_path / "out")
+    monkeypatch.setattr(output_dir.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
+    with pytest.raises(UserError, match=r"not enough disk space on the disk mounted at /\S*( \(\S+\))?, for .*out: "
+                                        r"the export needs about (\d\.\d) MB \(merged16 \2 MB\) and 0\.0 MB is "
+                                        r"free; .* --out") as refused:
+        export_run(run_dir, "merged16", out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # The estimate counts the tokenizer files too (tokenizer.json alone is 10-20 MB for a 128k vocabulary).
+    from transformers import AutoConfig
+    base = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    weights = count_parameters(AutoConfig.from_pretrained(base)) * 2
+    tokenizer = tokenizer_bytes(run_dir / "adapter")
+    assert tokenizer > (run_dir / "adapter" / "tokenizer.json").stat().st_size > 0
+    assert f"merged16 {(weights + tokenizer) / 1e6:.1f} MB" in str(refused.value)
 
 
 def test_failed_conversion_leaves_no_file(tmp_path):
     from common.errors import UserError
-    from common.export import convert_to_gguf
+    from common.gguf import convert_to_gguf
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -357,12 +309,12 @@ def test_failed_conversion_leaves_no_file(tmp_path):
     target = tmp_path / "gguf" / "model-f16.gguf"
     target.parent.mkdir()
     with pytest.raises(UserError, match="llama.cpp's converter failed"):
-        convert_to_gguf(broken, target)
+        convert_to_gguf(broken, target, None)
     assert list(target.parent.iterdir()) == []  # neither the final name nor a temporary one
 
 
 def test_sixteen_bit_twin_of_unsloth_4bit_names():
-    from common.export import sixteen_bit_base
+    from common.merge import sixteen_bit_base
     assert sixteen_bit_base("unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit") == "unsloth/Meta-Llama-3.1-8B-Instruct"
     assert sixteen_bit_base("unsloth/Llama-3.2-11B-Vision-Instruct-unsloth-bnb-4bit") == "unsloth/Llama-3.2-11B-Vision-Instruct"
     assert sixteen_bit_base("deepseek-ai/deepseek-llm-7b-chat") == "deepseek-ai/deepseek-llm-7b-chat"

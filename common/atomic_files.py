@@ -1,0 +1,64 @@
+"""Files and folders that appear complete or not at all.
+
+Everything an export writes goes first to a temporary name in the same folder (so the final rename is atomic on
+every file system) and is renamed when complete: a failed or killed step leaves nothing under the final name, and
+the next export removes what a killed one left behind.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+
+def temporary_name(final: Path) -> Path:
+    """Where `final` is written first: the same folder, a name no reader looks for, tagged with our process id."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.partial-{os.getpid()}")
+
+
+def remove(path: Path):
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(folder: Path):
+    """Temporary files or folders left by an export that was killed (its process is gone)."""
+    for path in Path(folder).glob(".*.partial-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            print(f"removing {path}, left by an export that did not finish")
+            remove(path)
+
+
+def publish(temporary: Path, final: Path):
+    """Rename the finished `temporary` to `final`, replacing what is there (callers reach this only when
+    replacing was allowed: --overwrite, or a stale file they have already refused otherwise)."""
+    if Path(final).exists():
+        remove(final)
+    os.replace(temporary, final)
+
+
+def write_text_atomic(path: Path, text: str):
+    tmp = temporary_name(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        publish(tmp, path)
+    finally:
+        remove(tmp)
+
+
+def write_json_atomic(path: Path, value):
+    write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")

