@@ -12,7 +12,8 @@ import torch
 from test_export import export
 
 FAMILIES = [
-    "llama-3.2-3b-instruct",          # tied embeddings, the date block
+    "llama-3.1-8b-instruct",          # the fixed-date system block
+    "llama-3.2-3b-instruct",          # tied embeddings, the date of the day
     "qwen2.5-7b-instruct",            # no BOS, a default system prompt
     "deepseek-r1-distill-qwen-1.5b",  # qwen2 architecture with DeepSeek's tokens
     "deepseek-llm-7b-chat",           # transformers#45488: AutoTokenizer gets it wrong, the export must not
