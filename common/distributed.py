@@ -17,6 +17,7 @@ class Launch:
     processes: int
     rank: int
     backend: str | None
+    fsdp: bool = False  # accelerate launch with an FSDP config (configs/fsdp_qlora.yaml): the model is sharded
 
     @property
     def is_main(self) -> bool:
@@ -26,18 +27,19 @@ class Launch:
 def start_processes() -> Launch:
     """Join the launcher's process group, if there is one, and print `distributed: N processes (BACKEND)` once."""
     processes = int(os.environ.get("WORLD_SIZE", "1"))
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") or bool(os.environ.get("FSDP_VERSION"))
     if processes <= 1:
-        return Launch(1, 0, None)
+        return Launch(1, 0, None, fsdp)
     import torch
 
     if not torch.distributed.is_initialized():  # the Trainer would do it later; the run directory needs it now
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    launch = Launch(processes, torch.distributed.get_rank(), torch.distributed.get_backend())
+    launch = Launch(processes, torch.distributed.get_rank(), torch.distributed.get_backend(), fsdp)
     if not launch.is_main:
         sys.stdout = open(os.devnull, "w")  # one log, the main process's; errors go to stderr from every process
-    print(f"distributed: {processes} processes ({launch.backend})")
+    print(f"distributed: {processes} processes ({launch.backend})" + (", FSDP" if fsdp else ""))
     return launch
 
 

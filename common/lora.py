@@ -116,7 +116,7 @@ def loftq_without_gpu():
     lora_layer.loftq_init = loftq_init
 
 
-def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir) -> None:
+def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir, weights: bool = True) -> None:
     """Save the adapter so that it reloads onto the original base model with the same logits.
 
     PiSSA moves the principal part of W into the adapter, so the trained adapter is converted back to a plain
@@ -139,7 +139,7 @@ def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir) -> None:
         config.init_lora_weights, config.loftq_config = True, {}  # trained weights: nothing to initialise on load
         model.save_pretrained(adapter_dir)
         print(f"LoftQ: saved the base weights it starts from to {base_dir}; the adapter points at them")
-    else:
+    elif weights:  # (under FSDP the Trainer has saved them: they are gathered from every process)
         model.save_pretrained(adapter_dir)  # LoRA weights and adapter_config.json only, not the base model
     save_tokenizer(tokenizer, adapter_dir)  # so that AutoTokenizer loads it back as it was
 

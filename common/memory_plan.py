@@ -57,6 +57,8 @@ GPUS = {
 # Hub ids whose bundled config is used instead of a download (name fragments, matched case-insensitively).
 BUNDLED = {
     "llama-3.2-11b-vision": "llama-3.2-11b-vision",
+    "llama-3.1-70b": "llama-3.1-70b",
+    "meta-llama-3.1-70b": "llama-3.1-70b",
     "llama-3.1-8b": "llama-3.1-8b",
     "meta-llama-3.1-8b": "llama-3.1-8b",
     "llama-3.2-3b": "llama-3.2-3b",
@@ -189,11 +191,14 @@ class MemoryPlan:
     max_seq: int | None  # longest sequence (multiple of 128) that fits with these settings; None if even 128 does not
     suggestions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    gpus: int = 1  # processes, one GPU each: the plan is per GPU
+    fsdp: bool = False  # FSDP shards weights, LoRA and optimizer over the GPUs; DDP keeps a whole copy on each
 
     def summary(self) -> str:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in self.parts.items())
+        per_gpu = f", per GPU of {self.gpus} ({'FSDP' if self.fsdp else 'DDP'})" if self.gpus > 1 else ""
         lines = [f"memory plan: {self.model}, {'4-bit' if self.load_in_4bit else '16-bit'}, r={self.r}, "
-                 f"batch {self.batch} x {self.seq} tokens ({self.method}):",
+                 f"batch {self.batch} x {self.seq} tokens ({self.method}{per_gpu}):",
                  f"  predicted peak {self.peak_gib:.2f} GiB reserved ({parts} GiB) "
                  f"+ {CONTEXT_GIB:.2f} CUDA context = {self.need_gib:.2f} GiB of {self.gpu_gib:.2f} on {self.gpu}"]
         margin = self.gpu_gib - self.need_gib
@@ -263,9 +268,13 @@ def detect_gpu() -> tuple[str, float] | None:
 
 def plan_memory(model: str, gpu: str | None = None, seq: int = 2048, r: int = 16, batch: int = 2,
                 load_in_4bit: bool = True, optim: str = "8bit", method: str = "unsloth", images: int = 0,
-                shape: Shape | None = None) -> MemoryPlan:
+                shape: Shape | None = None, gpus: int = 1, fsdp: bool = False) -> MemoryPlan:
     """Predict the peak memory of a LoRA run and check it against `gpu`: "t4", "24gb", "h100", a size in GiB
-    ("40"), or None for this machine's GPU (a T4 when it has none: the GPU most users start on)."""
+    ("40"), or None for this machine's GPU (a T4 when it has none: the GPU most users start on).
+
+    gpus > 1: the peak of each GPU. DDP (fsdp=False) holds the whole model on every GPU, so the plan is the
+    one-GPU plan. FSDP divides the weights, the LoRA weights and the optimizer states by the GPUs, and holds one
+    decoder layer gathered whole at a time (its 16-bit-packed weights); activations are per GPU as before."""
     notes = []
     if gpu is None:
         detected = detect_gpu()
@@ -295,6 +304,10 @@ def plan_memory(model: str, gpu: str | None = None, seq: int = 2048, r: int = 16
 
     def need(seq_=seq, r_=r, batch_=batch, four_bit=load_in_4bit):
         parts = predict_peak_gib(shape, seq_, batch_, r_, four_bit, optim, method, images)
+        if fsdp and gpus > 1:
+            for name in ("weights", "lora", "optimizer"):
+                parts[name] /= gpus
+            parts["gathered layer"] = parts["weights"] * gpus / shape.layers
         return parts, sum(parts.values()) + CONTEXT_GIB
 
     def longest(r_=r, batch_=batch, four_bit=load_in_4bit):
@@ -329,7 +342,7 @@ def plan_memory(model: str, gpu: str | None = None, seq: int = 2048, r: int = 16
     return MemoryPlan(model=model, gpu=gpu_name, gpu_gib=round(gpu_gib, 2), seq=seq, batch=batch, r=r,
                       load_in_4bit=load_in_4bit, method=method, parts={k: round(v, 3) for k, v in parts.items()},
                       peak_gib=round(need_gib - CONTEXT_GIB, 3), need_gib=round(need_gib, 3), fits=fits,
-                      max_seq=max_seq, suggestions=suggestions, notes=notes)
+                      max_seq=max_seq, suggestions=suggestions, notes=notes, gpus=gpus, fsdp=fsdp)
 
 
 # The measurements the model is checked against (GiB of torch reserved memory, one H100).

@@ -143,12 +143,14 @@ check_lora_options(r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dro
 shape = model_shape_of(model_name)  # from config.json alone, on the meta device: nothing is downloaded but that
 check_export_request(cfg.export, cfg.export_quants, shape.model_type, shape.architectures)
 run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
+if launch.fsdp and (cfg.adalora or cfg.init in NEEDS_16BIT):  # they save or change the adapter outside the Trainer
+    raise UserError("--adalora, --init pissa and --init loftq do not run under FSDP here; use plain LoRA (or DDP)")
 if load_in_4bit and not on_gpu:
     raise UserError("--load-in-4bit: 4-bit loading needs a GPU (bitsandbytes' CUDA kernels); leave it unset on a CPU")
 
 # Will it fit? Predicted from config.json alone, before any weights are downloaded (scripts/plan_memory.py).
 plan = plan_memory(model_name, seq=cfg.max_seq_length, r=cfg.init_r if cfg.adalora else cfg.r, batch=cfg.batch_size,
-                   load_in_4bit=load_in_4bit, shape=shape)
+                   load_in_4bit=load_in_4bit, shape=shape, gpus=launch.processes, fsdp=launch.fsdp)
 print(plan.summary())
 if not plan.fits:
     print("warning: this run is predicted not to fit the GPU; see the suggestions above")
@@ -172,7 +174,8 @@ total_steps = planned_steps(n_examples, cfg.batch_size * launch.processes, cfg.g
 if launch.processes > 1:  # each process takes its own batch_size examples: the optimizer step sees all of them
     print(f"global batch: {cfg.batch_size} per process x {cfg.grad_accum} accumulation x {launch.processes} processes "
           f"= {cfg.batch_size * cfg.grad_accum * launch.processes} examples per optimizer step; "
-          + ("Unsloth's DDP support (each process on its own GPU)" if on_gpu else "Unsloth's CPU backend"))
+          + ("Unsloth's FSDP2 support (4-bit weights stored in bfloat16, which FSDP can shard)" if launch.fsdp else
+             "Unsloth's DDP support (each process on its own GPU)" if on_gpu else "Unsloth's CPU backend"))
 if cfg.adalora:
     check_adalora_schedule(cfg.tinit, cfg.tfinal, total_steps)
 
@@ -291,8 +294,10 @@ with disk_full_is_an_error(run_dir):
     seconds = time.time() - start
     # Saved before anything optional runs: an error in the evaluation below cannot lose the trained adapter.
     adapter_dir = run_dir / "adapter"
+    if launch.fsdp:  # the adapter is sharded over the processes: the Trainer gathers it whole and saves it
+        trainer.save_model(str(adapter_dir))
     if launch.is_main:
-        save_adapter(model, tokenizer, adapter_dir, cfg.init, run_dir)
+        save_adapter(model, tokenizer, adapter_dir, cfg.init, run_dir, weights=not launch.fsdp)
         (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         finish_replacing(run)
 if launch.processes > 1:

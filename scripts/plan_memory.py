@@ -3,6 +3,7 @@
     python scripts/plan_memory.py --model unsloth/Meta-Llama-3.1-8B-Instruct --gpu t4
     python scripts/plan_memory.py --model llama-3.1-8b --gpu t4 --16bit            # does not fit: says what does
     python scripts/plan_memory.py --model path/to/config.json --gpu 24gb --max-seq-length 8192 --r 64
+    python scripts/plan_memory.py --model unsloth/Meta-Llama-3.1-70B-Instruct --gpu 24gb --gpus 4 --fsdp
     python scripts/plan_memory.py --check-references                               # the model against measurements
 
 --model is a bundled arch (llama-3.1-8b, llama-3.2-3b, deepseek-llm-7b, llama-3.2-11b-vision; their hub ids
@@ -38,6 +39,9 @@ def main(argv=None) -> int:
     parser.add_argument("--method", default="unsloth", choices=["unsloth", "hf"],
                         help="unsloth (the recipes) or hf (plain transformers + PEFT, padded batches)")
     parser.add_argument("--images", type=int, default=None, help="images per example, vision models (default 1)")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs (processes) the run uses; the plan is per GPU")
+    parser.add_argument("--fsdp", action="store_true", help="with --gpus: FSDP shards the model over them "
+                        "(configs/fsdp_qlora.yaml); without it each GPU holds a whole copy (DDP)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.add_argument("--check-references", action="store_true", help="predictions against measured peaks")
     args = parser.parse_args(argv)
@@ -50,7 +54,7 @@ def main(argv=None) -> int:
         return 0
     plan = plan_memory(args.model, gpu=args.gpu, seq=args.seq, r=args.r, batch=args.batch,
                        load_in_4bit=not args.sixteen_bit, optim=args.optim, method=args.method,
-                       images=1 if args.images is None else args.images)
+                       images=1 if args.images is None else args.images, gpus=args.gpus, fsdp=args.fsdp)
     print(json.dumps(plan.as_dict(), indent=1) if args.json else plan.summary())
     return 0 if plan.fits else 1
 

@@ -1,0 +1,84 @@
+"""The DeepSeek recipe under torchrun with two CPU processes (gloo), exactly as the README's command runs it:
+different shards per process, one adapter written by the main process, the loss curve of a one-process run of
+the same global batch, and --resume. (`accelerate launch --cpu --num_processes 2` starts one process, not two,
+so the test uses torchrun, the launcher accelerate itself uses on GPUs.)"""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, run
+from test_recipe import RUN_AND_PROBE
+
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+# Measured: the two-process curve equals the one-process curve of the same global batch to 1e-6 (the Trainer
+# averages the loss over the trained tokens of all processes, and DDP averages their gradients).
+CURVE_TOLERANCE = 1e-4
+
+
+def torchrun(*args):
+    command = [str(TORCHRUN), "--nproc_per_node", "2", "recipes/deepseek_multiturn.py", *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in json.loads((run_dir / "log_history.json").read_text()) if "loss" in e}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed")
+    two = torchrun("--model", "tiny", "--max-steps", "6", "--output-dir", root / "two")
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    # one process, the same global batch: 2 per process x 2 processes = 4
+    one = run(["-c", RUN_AND_PROBE, "--model", "tiny", "--max-steps", "6", "--batch-size", "4",
+               "--output-dir", root / "one"])
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    return root, two.stdout
+
+
+def test_two_processes_train_different_shards_and_the_main_one_speaks(runs):
+    _, stdout = runs
+    assert stdout.count("distributed: 2 processes (gloo)") == 1  # printed by the main process only
+    assert stdout.count("memory plan:") == 1 and stdout.count("preflight:") == 1
+    counts, shared = re.search(r"sequences trained per process \[(\d+), (\d+)\], (\d+) trained by more than one",
+                               stdout).groups()[:2], int(re.search(r"\], (\d+) trained by more", stdout).group(1))
+    assert all(int(c) == 6 * 2 * 4 for c in counts) and shared == 0  # 6 steps x batch 2 x accumulation 4 each
+    assert "global batch: 2 per process x 4 accumulation x 2 processes = 16 examples" in stdout
+
+
+def test_the_loss_falls_and_follows_the_one_process_curve(runs):
+    root, _ = runs
+    two, one = losses(root / "two"), losses(root / "one")
+    assert sorted(two) == sorted(one) == list(range(1, 7))
+    assert two[6] < two[1]
+    assert max(abs(two[s] - one[s]) for s in two) < CURVE_TOLERANCE
+
+
+def test_exactly_one_adapter_and_it_reloads_as_trained(runs):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    root, _ = runs
+    assert sorted(p.name for p in root.iterdir()) == ["one", "two"]  # no two-2: one run directory
+    assert len(list((root / "two").rglob("adapter_model.safetensors"))) == 2  # adapter/ and checkpoint-6/
+    adapter = root / "two" / "adapter"
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.load(root / "one" / "probe_ids.pt")).logits
+    trained = torch.load(root / "one" / "probe_logits.pt")  # the one-process model, in memory after training
+    assert torch.allclose(logits, trained, atol=1e-4), (logits - trained).abs().max()
+
+
+def test_resume_continues_under_torchrun(runs):
+    root, _ = runs
+    resumed = torchrun("--model", "tiny", "--max-steps", "8", "--output-dir", root / "two", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "--resume: continuing from" in resumed.stdout and "checkpoint-6" in resumed.stdout
+    assert sorted(losses(root / "two")) == list(range(1, 9))
