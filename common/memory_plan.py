@@ -27,9 +27,6 @@ Calibrated against, and only against, these measurements (no GPU was available w
 tests/test_benchmark.py checks the predictions stay within 15% of them; scripts/benchmark.py prints the
 prediction beside each measured peak, so new GPU measurements check it further.
 """
-import json
-import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 

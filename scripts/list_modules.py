@@ -26,7 +26,7 @@ def main(argv=None):
     if name in ("tiny", "tiny-llama3"):
         from common.tiny_model import tiny_model_path
         name = str(tiny_model_path("llama3" if name == "tiny-llama3" else "deepseek"))
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
 
     from common.memory_plan import load_config
 

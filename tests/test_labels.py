@@ -87,7 +87,7 @@ def test_truncation_keeps_what_fits_and_drops_empty_examples(tiny_tokenizer):
     messages = [{"role": "user", "content": "q " * 20}, {"role": "assistant", "content": "first reply"},
                 {"role": "user", "content": "again"}, {"role": "assistant", "content": "second reply is long " * 10}]
     full = build_examples(tiny_tokenizer, messages, "all_turns")[0][0]
-    second_start = max(i for i, l in enumerate(full["labels"]) if l == IGNORE_INDEX) + 1
+    second_start = max(i for i, label in enumerate(full["labels"]) if label == IGNORE_INDEX) + 1
     cut = second_start + 3
     examples, dropped = build_examples(tiny_tokenizer, messages, "all_turns", max_length=cut)
     assert dropped == 0 and len(examples[0]["input_ids"]) == cut
@@ -140,7 +140,7 @@ def test_reasoning_template_trains_after_the_inference_prompt(tiny_tokenizer):
     assert len(examples) == 2
     for example, reply, history in zip(examples, ["hello", "bye"], ["", "<｜User｜>hi<｜Assistant｜>hello" + EOS]):
         assert trained_spans(tok, example["input_ids"], example["labels"]) == ["\n</think>\n\n" + reply + EOS]
-        prompt = tok.decode([t for t, l in zip(example["input_ids"], example["labels"]) if l == IGNORE_INDEX])
+        prompt = tok.decode([t for t, label in zip(example["input_ids"], example["labels"]) if label == IGNORE_INDEX])
         assert prompt.endswith("<｜Assistant｜><think>\n")  # exactly what inference renders before the reply
         assert history in prompt
 

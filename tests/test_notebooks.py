@@ -1,6 +1,5 @@
 """notebooks/*.ipynb stay in sync with their recipes, and the DeepSeek notebook runs on the tiny model."""
 import json
-import os
 import re
 
 import nbformat

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from common.data import load_conversations
-from common.labels import IGNORE_INDEX, build_dataset, build_examples, render, trained_runs, trained_spans
+from common.labels import build_dataset, build_examples, render, trained_runs, trained_spans
 from conftest import ROOT, run
 
 ADVERSARIAL = ROOT / "tests/data/adversarial.jsonl"
