@@ -61,7 +61,7 @@ from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_d
 
 @dataclass
 class Config:
-    model: str = "deepseek-ai/deepseek-llm-7b-chat"  # hub id, local path, or "tiny" (offline random-weight test model)
+    model: str = "deepseek-ai/deepseek-llm-7b-chat"  # hub id, local path, or "tiny" (an offline random-weight model)
     load_in_4bit: bool | None = None  # unset: 4-bit (QLoRA) on a GPU unless --init pissa/loftq; 16-bit without a GPU
     max_seq_length: int = 2048  # longer examples keep their first max_seq_length tokens
     # LoRA
@@ -69,7 +69,7 @@ class Config:
     lora_alpha: int = 32  # LoRA scale is lora_alpha / r
     lora_dropout: float = 0.0  # 0 keeps Unsloth's fastest LoRA path
     bias: Literal["none", "all", "lora_only"] = "none"  # which biases train too
-    targets: str = "all-linear"  # attention | mlp | all-linear | a list like q_proj,v_proj (embed_tokens, lm_head: trained whole)
+    targets: str = "all-linear"  # attention | mlp | all-linear | names: q_proj,v_proj (embed_tokens, lm_head: whole)
     use_rslora: bool = False  # scale by lora_alpha / sqrt(r): steadier at high rank
     use_dora: bool = False  # DoRA: learn magnitude and direction; better at low rank, slower
     init: Literal["default", "gaussian", "pissa", "loftq"] = "default"  # pissa and loftq load the model in 16-bit
@@ -96,7 +96,7 @@ class Config:
     max_steps: int = -1  # stop after this many optimizer steps (-1: run num_train_epochs)
     warmup_steps: int = 5
     lr_scheduler: Scheduler = "linear"  # linear | cosine | constant | ... (--help lists all)
-    optim: Optimizer = "adamw_8bit"  # adamw_8bit | paged_adamw_8bit | adamw_torch | ...; on CPU Unsloth uses adamw_torch_fused
+    optim: Optimizer = "adamw_8bit"  # adamw_8bit | paged_adamw_8bit | adamw_torch | ...; on CPU: adamw_torch_fused
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     group_by_length: bool = False  # batch examples of similar length (matters only with padded batches)
@@ -108,13 +108,14 @@ class Config:
     overwrite: bool = False  # replace the run in output_dir instead of writing to output_dir-2
     eval_prompts: int = 3  # held-out prompts answered by the base and the tuned model
     max_new_tokens: int = 64
-    export: Literal["none", "adapter", "merged16", "gguf"] = "none"  # after saving (scripts/export.py does it later too)
-    export_quants: list[Literal["f16", "q8_0", "q4_k_m"]] = dataclasses.field(default_factory=lambda: ["q4_k_m"])  # gguf
+    export: Literal["none", "adapter", "merged16", "gguf"] = "none"  # after saving (or later: scripts/export.py)
+    export_quants: list[Literal["f16", "q8_0", "q4_k_m"]] = dataclasses.field(  # GGUF types (f16 is always made)
+        default_factory=lambda: ["q4_k_m"])
 
 
 sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
 cfg = parse_config(Config, description=__doc__)
-launch = start_processes()  # under accelerate launch / torchrun: one process per GPU, only the main one prints and saves
+launch = start_processes()  # accelerate launch / torchrun: a process per GPU, only the main one prints and saves
 ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 
 
@@ -191,7 +192,7 @@ print(f"loading {cfg.model}: {shape.params / 1e6:,.0f}M parameters, dtype {str(d
       f"{'4-bit nf4 with double quantisation (QLoRA)' if load_in_4bit else 'no quantisation'}")
 model, tokenizer = FastLanguageModel.from_pretrained(
     model_name=model_name, max_seq_length=cfg.max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit)
-# The tokenizer as the model's own tokenizer.json tokenizes; rebuilt from it (and said so) when transformers got it wrong.
+# The tokenizer as the model's tokenizer.json tokenizes: rebuilt from it (and said so) when transformers got it wrong.
 tokenizer = load_tokenizer(model_name, tokenizer,
                            texts=[m["content"] for c in train_data.conversations[:8] for m in c.messages])
 if not tokenizer.chat_template:
@@ -306,13 +307,13 @@ losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entr
 tokens = max([entry.get("num_tokens", 0) for entry in trainer.state.log_history] or [0])  # real tokens, no padding
 print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s ({tokens / seconds:,.0f} tokens/s); "
       f"loss {losses[0]:.4f} (first) -> {losses[-1]:.4f} (last)" if losses else "no step was logged")
-training = {"steps": trainer.state.global_step, "seconds": round(seconds, 2), "median_step_seconds": step_timer.median(),
-            "trainable_params": trainable_params,
+training = {"steps": trainer.state.global_step, "seconds": round(seconds, 2),
+            "median_step_seconds": step_timer.median(), "trainable_params": trainable_params,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "peak_gpu_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if on_gpu else None}
 if on_gpu:
-    print(f"peak GPU memory: {training['peak_gpu_gib']:.2f} GiB reserved, {training['peak_gpu_gib'] - reserved_before:.2f} "
-          f"of it for training; predicted {plan.peak_gib:.2f}")
+    print(f"peak GPU memory: {training['peak_gpu_gib']:.2f} GiB reserved, "
+          f"{training['peak_gpu_gib'] - reserved_before:.2f} of it for training; predicted {plan.peak_gib:.2f}")
 
 # %% evaluate
 metrics = trainer.evaluate()
@@ -327,8 +328,8 @@ if launch.is_main:
         print("AdaLoRA final ranks:")
         report_adalora_ranks(model, cfg.init_r, run_dir / "adalora_ranks.json")
     save_loss_plot(trainer.state.log_history, run_dir / "loss.png", title=cfg.model)
-    (run_dir / "eval.json").write_text(json.dumps({**metrics, "training": training, "replies": replies, "train": train_stats,
-                                                   "eval": eval_stats}, indent=1, ensure_ascii=False))
+    results = {**metrics, "training": training, "replies": replies, "train": train_stats, "eval": eval_stats}
+    (run_dir / "eval.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(f"saved the adapter, tokenizer and run config to {run_dir}")
 
 # %% export
@@ -337,6 +338,7 @@ if cfg.export != "none" and launch.is_main:
     gc.collect()
     torch.cuda.empty_cache()
     exported = export_run(run_dir, cfg.export, cfg.export_quants, overwrite=cfg.overwrite)
-    print(f"exported to {run_dir / 'export'}: " + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
+    print(f"exported to {run_dir / 'export'}: "
+          + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
 else:
     print(f"to export later: python scripts/export.py {run_dir} --to gguf --quant q4_k_m")

@@ -6,16 +6,17 @@ notebooks: --finetune-vision-layers, --finetune-language-layers, --finetune-atte
 --finetune-mlp-modules (all on by default). The dtype is picked for the GPU and printed.
 On what: datasets/vision (88 training and 12 held-out conversations about small generated images: shapes,
 bar charts, written words, Chinese numerals; questions in English and Chinese), or your own JSONL/JSON:
-  {"messages": [{"role": "user", "content": [{"type": "image", "image": "images/a.png"}, {"type": "text", "text": "..."}]},
+  {"messages": [{"role": "user", "content": [{"type": "image", "image": "images/a.png"},
+                                             {"type": "text", "text": "..."}]},
                 {"role": "assistant", "content": [{"type": "text", "text": "..."}]}]}
 image paths relative to the data file; a missing or unreadable image stops the run naming the file and line.
 Labels: each answer and its <|eot_id|>; never the <|image|> token, the question or the assistant header.
 Backend: Unsloth FastVisionModel on a GPU; on a CPU (FastVisionModel needs CUDA) transformers + PEFT with the
 same LoRA layers (common/backend.py chooses and the run prints which).
-GPU memory: a reference measured by someone else (not this recipe) on one H100, with a random-weight model of the 11B Vision shape,
-560-pixel images, batch 2 x 4 accumulation, r=16, all four switches on: Unsloth FastVisionModel 4.06 s per
-step at 9.55 GiB peak; plain transformers + PEFT + bitsandbytes 5.58 s at 41.2 GiB. So this recipe should fit a
-free 15 GB T4 (not measured on a T4; the T4 has no bf16 and runs fp16, and is several times slower per step).
+GPU memory: a reference measured by someone else (not this recipe) on one H100, with a random-weight model of the
+11B Vision shape, 560-pixel images, batch 2 x 4 accumulation, r=16, all four switches on: Unsloth FastVisionModel
+4.06 s per step at 9.55 GiB peak; plain transformers + PEFT + bitsandbytes 5.58 s at 41.2 GiB. So this recipe should
+fit a free 15 GB T4 (not measured on a T4; the T4 has no bf16 and runs fp16, and is several times slower per step).
 Export: adapter and merged16 (scripts/export.py); GGUF is refused: llama.cpp has no Mllama support.
 
     python recipes/llama_vision.py                                   # real model, GPU + internet
@@ -65,7 +66,7 @@ from common.vision import MllamaCollator, build_vision_examples, label_tokenizer
 
 @dataclass
 class Config:
-    model: str = "unsloth/Llama-3.2-11B-Vision-Instruct"  # hub id, local path, or "tiny" (offline random-weight test model)
+    model: str = "unsloth/Llama-3.2-11B-Vision-Instruct"  # hub id, local path, or "tiny" (an offline random model)
     load_in_4bit: bool | None = None  # unset: 4-bit on a GPU, 16-bit without one; tiny: float32
     max_seq_length: int = 2048  # longer examples keep their first max_seq_length tokens (text tokens: an image is one)
     # LoRA
@@ -107,9 +108,9 @@ class Config:
 
 sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
 cfg = parse_config(Config, description=__doc__)
-if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: the text recipes support it, not this one
-    raise UserError("this recipe trains on one GPU; several GPUs: recipes/deepseek_multiturn.py or recipes/llama_text.py "
-                    "(README: When one GPU is not enough)")
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: only the text recipes take it
+    raise UserError("this recipe trains on one GPU; for several: recipes/deepseek_multiturn.py or "
+                    "recipes/llama_text.py (README: When one GPU is not enough)")
 ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 
 
@@ -138,8 +139,8 @@ check_vision_switches(finetune_vision_layers=cfg.finetune_vision_layers,
                       finetune_mlp_modules=cfg.finetune_mlp_modules)
 shape = model_shape_of(model_name)  # from config.json alone, on the meta device: nothing is downloaded but that
 if shape.model_type != "mllama":
-    raise UserError(f"{cfg.model} is a {shape.model_type} model; this recipe is for Llama 3.2 Vision (mllama): its data "
-                    "collator builds Mllama's cross-attention mask")
+    raise UserError(f"{cfg.model} is a {shape.model_type} model; this recipe is for Llama 3.2 Vision (mllama): its "
+                    "data collator builds Mllama's cross-attention mask")
 check_export_request(cfg.export, [], shape.model_type, shape.architectures)
 run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
 if load_in_4bit and not on_gpu:
@@ -159,7 +160,8 @@ if not plan.fits:
 train_data = load_conversations(data_path(cfg.train_file), cfg.skip_bad_rows, parse=to_vision_messages)
 eval_data = load_conversations(data_path(cfg.eval_file), cfg.skip_bad_rows, parse=to_vision_messages)
 for name, loaded in (("train", train_data), ("eval", eval_data)):
-    print(f"{name}: {len(loaded.conversations)} conversations, {sum(len(c.images) for c in loaded.conversations)} images"
+    images = sum(len(c.images) for c in loaded.conversations)
+    print(f"{name}: {len(loaded.conversations)} conversations, {images} images"
           + (f", {len(loaded.skipped)} bad rows skipped" if cfg.skip_bad_rows else ""))
     for err in loaded.skipped[:5]:
         print(f"  skipped {err}")
@@ -295,6 +297,7 @@ if cfg.export != "none":
     gc.collect()
     torch.cuda.empty_cache()
     exported = export_run(run_dir, cfg.export, [], overwrite=cfg.overwrite)
-    print(f"exported to {run_dir / 'export'}: " + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
+    print(f"exported to {run_dir / 'export'}: "
+          + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
 else:
     print(f"to export later: python scripts/export.py {run_dir} --to merged16")

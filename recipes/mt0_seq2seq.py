@@ -101,9 +101,9 @@ EXPERIMENTS = [("few targets (q, v)", "q,v", 9.65e-6), ("all targets, lr 9.65e-6
 
 sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
 cfg = parse_config(Config, description=__doc__)
-if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: the text recipes support it, not this one
-    raise UserError("this recipe trains on one GPU; several GPUs: recipes/deepseek_multiturn.py or recipes/llama_text.py "
-                    "(README: When one GPU is not enough)")
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: only the text recipes take it
+    raise UserError("this recipe trains on one GPU; for several: recipes/deepseek_multiturn.py or "
+                    "recipes/llama_text.py (README: When one GPU is not enough)")
 ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 
 
@@ -253,8 +253,9 @@ losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entr
 tokens = trainer.state.num_input_tokens_seen  # encoder input tokens, padding not counted
 print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s ({tokens / seconds:,.0f} input tokens/s); "
       f"loss {losses[0]:.4f} (first) -> {losses[-1]:.4f} (last)" if losses else "no step was logged")
-training = {"steps": trainer.state.global_step, "seconds": round(seconds, 2), "median_step_seconds": step_timer.median(),
-            "trainable_params": trainable_params, "lora_modules": list(lora_modules), "learning_rate": cfg.learning_rate,
+training = {"steps": trainer.state.global_step, "seconds": round(seconds, 2),
+            "median_step_seconds": step_timer.median(), "trainable_params": trainable_params,
+            "lora_modules": list(lora_modules), "learning_rate": cfg.learning_rate,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "peak_gpu_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if on_gpu else None}
 if on_gpu:
@@ -283,6 +284,7 @@ if cfg.export != "none":
         gc.collect()
         torch.cuda.empty_cache()
     exported = export_run(run_dir, cfg.export, (), overwrite=cfg.overwrite)
-    print(f"exported to {run_dir / 'export'}: " + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
+    print(f"exported to {run_dir / 'export'}: "
+          + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
 else:
     print(f"to export later: python scripts/export.py {run_dir} --to adapter")
