@@ -65,10 +65,10 @@ def loaded(*args, **kwargs):
     raise AssertionError("a model was loaded")
 unsloth.FastLanguageModel.from_pretrained = unsloth.FastVisionModel.from_pretrained = loaded
 transformers.AutoModelForImageTextToText.from_pretrained = loaded
-recipe, cases = sys.argv[1], json.loads(sys.argv[2])
+recipe, cases, output_dir = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 results = []
 for flags in cases:
-    sys.argv = [recipe, "--model", "tiny", "--output-dir", sys.argv[3], *flags]
+    sys.argv = [recipe, "--model", "tiny", "--output-dir", output_dir, *flags]
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
