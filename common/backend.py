@@ -64,8 +64,9 @@ def add_vision_lora(backend: str, model, *, r: int, lora_alpha: float, lora_drop
 def check_vision_switches(*, finetune_vision_layers: bool, finetune_language_layers: bool,
                           finetune_attention_modules: bool, finetune_mlp_modules: bool) -> None:
     """Unsloth raises a RuntimeError after the model has loaded when a pair is off; say which flags, before."""
-    for (first, a), (second, b) in ((("vision-layers", finetune_vision_layers), ("language-layers", finetune_language_layers)),
-                                    (("attention-modules", finetune_attention_modules), ("mlp-modules", finetune_mlp_modules))):
+    pairs = ((("vision-layers", finetune_vision_layers), ("language-layers", finetune_language_layers)),
+             (("attention-modules", finetune_attention_modules), ("mlp-modules", finetune_mlp_modules)))
+    for (first, a), (second, b) in pairs:
         if not (a or b):
             raise UserError(f"--no-finetune-{first} and --no-finetune-{second}: nothing to train; turn one on")
 

@@ -63,7 +63,8 @@ def read_bytes(path) -> bytes:
                         f"iconv -f UTF-16 -t UTF-8 {path} > {path.with_suffix('.utf8' + path.suffix)}")
     raw = raw.removeprefix(b"\xef\xbb\xbf")
     if not raw.strip():
-        raise DataError(path, None, None, "is empty; it needs one JSON record per line (.jsonl) or a JSON array (.json)")
+        raise DataError(path, None, None,
+                        "is empty; it needs one JSON record per line (.jsonl) or a JSON array (.json)")
     return raw
 
 
@@ -140,7 +141,8 @@ def _json_array(path, text: str) -> list[tuple[int, object]]:
         except RecursionError:
             raise DataError(path, line, None, "not JSON (nested too deeply to be a data record)") from None
         except json.JSONDecodeError as err:
-            raise DataError(path, err.lineno, None, f"not JSON ({err.msg}, column {err.colno}); fix the syntax") from None
+            raise DataError(path, err.lineno, None,
+                            f"not JSON ({err.msg}, column {err.colno}); fix the syntax") from None
         records.append((line, value))
         position = skip(position)
         if position < len(text) and text[position] == ",":
@@ -159,7 +161,8 @@ def to_messages(record, path, line) -> list[dict]:
     if "messages" in record:
         turns, key, role_key, content_key, roles = record["messages"], "messages", "role", "content", None
     elif "conversations" in record:
-        turns, key, role_key, content_key, roles = record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES
+        turns, key, role_key, content_key, roles = (record["conversations"], "conversations", "from", "value",
+                                                    SHAREGPT_ROLES)
     elif "instruction" in record and ("response" in record or "output" in record):
         return _instruction(record, path, line)
     elif isinstance(record.get("text"), str) and record["text"].lstrip().startswith("### Human:"):
@@ -167,8 +170,8 @@ def to_messages(record, path, line) -> list[dict]:
     else:
         raise DataError(path, line, None,
                         "none of the known formats: expected a 'messages' list (OpenAI), a 'conversations' list "
-                        "(ShareGPT), 'instruction' with 'response'/'output', or Guanaco 'text' starting with '### Human:'; "
-                        "this record has keys "
+                        "(ShareGPT), 'instruction' with 'response'/'output', or Guanaco 'text' starting with "
+                        "'### Human:'; this record has keys "
                         f"{sorted(record)}")
     if not isinstance(turns, list) or not turns:
         raise DataError(path, line, key, "must be a non-empty list of turns")
@@ -308,5 +311,6 @@ def load_conversations(path, skip_bad_rows: bool = False, parse=None) -> LoadedD
             loaded.skipped.append(err)
     if not loaded.conversations:
         raise DataError(path, None, None, "no usable conversations in this file"
-                        + (f" ({len(loaded.skipped)} bad rows skipped; the first: {loaded.skipped[0]})" if loaded.skipped else ""))
+                        + (f" ({len(loaded.skipped)} bad rows skipped; the first: {loaded.skipped[0]})"
+                           if loaded.skipped else ""))
     return loaded

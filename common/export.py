@@ -204,7 +204,8 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
     template = chat_template_of(merged)
     conversations = conversations_of(eval_file)
     expect = load_expectation(merged, tokenizer, template, (conversations or [[{"role": "user", "content": "Hi"}]])[0])
-    fmt, note = checked_format(tokenizer, template, pinned_date(template, run.config, run.config_written), conversations)
+    fmt, note = checked_format(tokenizer, template, pinned_date(template, run.config, run.config_written),
+                               conversations)
     print(("Modelfile: " if fmt else "warning: Modelfile: ") + note)
     for quant in quant_list:
         start = time.time()

@@ -82,7 +82,8 @@ def assistant_turn(tokenizer, messages: list[dict], i: int, empty_think: bool = 
     body = turn[len(header): len(turn) - len(trailer)]  # the reply's content as the template writes it
     end = end_of_turn(tokenizer, trailer)  # the part of the trailer the model writes: up to the end-of-turn token
     after = trailer[len(end):]
-    if header.startswith(ask):  # the usual case: inference asks with (a prefix of) the header, the model writes the rest
+    # the usual case: inference asks with (a prefix of) the header, the model writes the rest
+    if header.startswith(ask):
         return Turn(ask, header[len(ask):] + body + end, after, True, False)
     opener = ask[len(header):] if ask.startswith(header) else None
     if opener is None or opener.strip() != THINK_OPEN:
@@ -164,12 +165,14 @@ def conversation_pieces(tokenizer, messages: list[dict], empty_think: bool = Tru
     for i, message in enumerate(messages):
         if message["role"] == "assistant":
             turn = assistant_turn(tokenizer, messages, i, empty_think)
-            if not turn.reasoning_template and message.get("reasoning"):  # no reasoning in this template: keep it inline
+            # no reasoning in this template: keep it inline
+            if not turn.reasoning_template and message.get("reasoning"):
                 messages = messages[:i] + [with_reasoning_inline(message)] + messages[i + 1:]
                 turn = assistant_turn(tokenizer, messages, i, empty_think)
             turns[i] = turn
             pieces += [(turn.prompt, None), (turn.target, i), (turn.after, None)]
-            done = done + turn.prompt + turn.target + turn.after if turn.in_history else render(tokenizer, messages[: i + 1])
+            done = (done + turn.prompt + turn.target + turn.after if turn.in_history
+                    else render(tokenizer, messages[: i + 1]))
         else:
             full = render(tokenizer, messages[: i + 1])
             if not full.startswith(done):

@@ -297,7 +297,8 @@ def plan_memory(model: str, gpu: str | None = None, seq: int = 2048, r: int = 16
         notes.append(f"--seq {seq} is beyond the model's {shape.max_positions} positions")
     images = images if shape.vision is not None else 0
     if shape.vision is not None and not images:
-        notes.append("vision model planned for text only: pass images=1 (--images 1) for one 560-pixel image an example")
+        notes.append("vision model planned for text only: pass images=1 (--images 1) "
+                     "for one 560-pixel image an example")
 
     def need(seq_=seq, r_=r, batch_=batch, four_bit=load_in_4bit):
         parts = predict_peak_gib(shape, seq_, batch_, r_, four_bit, optim, method, images)

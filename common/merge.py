@@ -111,7 +111,8 @@ def check_merged_loads(merged_dir: Path, run_tokenizer, shown_as: Path):
     if not list(Path(merged_dir).glob("*.safetensors")):
         raise UserError(f"{shown_as}: no .safetensors weights were saved; nothing was kept under that name")
     sample = "User: 你好, Assistant! 考试前睡不着怎么办？\n\n  two  spaces"
-    if tokenizer(sample, add_special_tokens=False)["input_ids"] != run_tokenizer(sample, add_special_tokens=False)["input_ids"]:
+    if (tokenizer(sample, add_special_tokens=False)["input_ids"]
+            != run_tokenizer(sample, add_special_tokens=False)["input_ids"]):
         raise UserError(f"{shown_as}: the saved tokenizer encodes text differently from the run's adapter/ tokenizer "
                         "it was saved from; nothing was kept under that name (report this: it is a bug)")
     return config

@@ -175,7 +175,8 @@ def first_mismatch(fmt: Format, render_chat, conversations) -> tuple[list, str, 
     return None
 
 
-def checked_format(tokenizer, template: str | None, date_string: str | None, conversations) -> tuple[Format | None, str]:
+def checked_format(tokenizer, template: str | None, date_string: str | None,
+                   conversations) -> tuple[Format | None, str]:
     """The Format for this chat template, checked on `conversations` and PROBES, and a line saying what was
     decided (printed, and written into the Modelfile)."""
     family = chat_family(template)

@@ -72,7 +72,8 @@ def llama_cpp_parity(gguf_file: Path, conversations, reference, max_new_tokens) 
     eos = llm.token_eos()
     text_of = lambda token: llm.detokenize([token], special=True).decode("utf-8")
     formatter = Jinja2ChatFormatter(template, eos_token=text_of(eos), bos_token=text_of(llm.token_bos()))
-    result = dict.fromkeys(["prompts", "prompt_ids_match", "agree", "ties", "total", "identical", "identical_to_tie"], 0)
+    result = dict.fromkeys(["prompts", "prompt_ids_match", "agree", "ties", "total", "identical",
+                            "identical_to_tie"], 0)
     for messages, (hf_prompt, hf_reply, hf_logits) in zip(conversations, reference):
         prompt = llm.tokenize(formatter(messages=messages).prompt.encode("utf-8"), add_bos=False, special=True)
         result["prompts"] += 1

@@ -90,7 +90,8 @@ def seq2seq_preflight(model, tokenizer, collator, examples, batch_size: int) -> 
     if not trained:
         raise UserError("preflight: every label is -100, so nothing would be trained; check the data has responses")
     if tokenizer.pad_token_id is not None and (labels == tokenizer.pad_token_id).any():
-        raise UserError(f"preflight: the pad id {tokenizer.pad_token_id} is a trained label; padded labels must be -100")
+        raise UserError(f"preflight: the pad id {tokenizer.pad_token_id} is a trained label; "
+                        "padded labels must be -100")
     print(f"  labels: -100 on all {padded} padded label positions and nowhere else; {trained} target tokens trained"
           + ("" if padded else " (no padding in this batch: its targets have one length)"))
     loss = forward_loss(model, batch)

@@ -129,7 +129,8 @@ def flags_of(cfg, skip: tuple[str, ...]) -> list[str]:
         if f.name in skip or value == f.default:
             continue
         flag = "--" + f.name.replace("_", "-")
-        args += [flag if value else "--no-" + f.name.replace("_", "-")] if isinstance(value, bool) else [flag, str(value)]
+        args += ([flag if value else "--no-" + f.name.replace("_", "-")] if isinstance(value, bool)
+                 else [flag, str(value)])
     return args
 
 
@@ -158,8 +159,8 @@ def run_comparison(recipe: Path, cfg, experiments, run_dir: Path) -> str:
         results.append({"name": name, "targets": targets, "modules": training["lora_modules"],
                         "learning_rate": training["learning_rate"], "trainable_params": training["trainable_params"],
                         "steps": training["steps"], "first_loss": training["first_loss"],
-                        "last_loss": training["last_loss"], "eval_loss": evaluation["eval_loss"], "base_eval_loss": evaluation["base_eval_loss"],
-                        "replies": evaluation["replies"]})
+                        "last_loss": training["last_loss"], "eval_loss": evaluation["eval_loss"],
+                        "base_eval_loss": evaluation["base_eval_loss"], "replies": evaluation["replies"]})
         print(f"  trainable {training['trainable_params']:,}, loss {training['first_loss']:.4f} -> "
               f"{training['last_loss']:.4f}, held-out {evaluation['base_eval_loss']:.4f} (base) -> "
               f"{evaluation['eval_loss']:.4f}", flush=True)

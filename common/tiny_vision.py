@@ -93,7 +93,8 @@ def tiny_vision_model_path(cache_dir: str | os.PathLike | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(staging)
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS["llama3"]["extra"] + [IMAGE_TOKEN]})
     tokenizer.chat_template = LLAMA32_VISION_TEMPLATE
-    image_processor = MllamaImageProcessor(size={"height": VISION_SHAPE["image_size"], "width": VISION_SHAPE["image_size"]},
+    image_processor = MllamaImageProcessor(size={"height": VISION_SHAPE["image_size"],
+                                                 "width": VISION_SHAPE["image_size"]},
                                            max_image_tiles=VISION_SHAPE["max_num_tiles"])
     processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                 chat_template=LLAMA32_VISION_TEMPLATE)

@@ -70,7 +70,8 @@ def load_tokenizer(source, tokenizer=None, texts=(), log=print):
     log(f"tokenizer: transformers built {type(tokenizer).__name__} (tokenizer_config.json says {declared}), which "
           f"tokenizes {wrong[0][:30]!r} as {wrong[1][:30]!r}, not as the model's tokenizer.json does "
           "(transformers#45488); rebuilt it from tokenizer.json, keeping its special tokens, added tokens, chat "
-          f"template and bos/eos/pad: {rebuilt.decode(rebuilt(wrong[0], add_special_tokens=False)['input_ids'])[:30]!r}")
+          "template and bos/eos/pad: "
+          f"{rebuilt.decode(rebuilt(wrong[0], add_special_tokens=False)['input_ids'])[:30]!r}")
     return rebuilt
 
 

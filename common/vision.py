@@ -1,7 +1,8 @@
 """Image chat data for the vision recipe: load and check it, build exact assistant-only labels, batch it.
 
 One record per line of a .jsonl file (or per element of a .json array), OpenAI messages with content parts:
-  {"messages": [{"role": "user", "content": [{"type": "image", "image": "images/a.png"}, {"type": "text", "text": "..."}]},
+  {"messages": [{"role": "user", "content": [{"type": "image", "image": "images/a.png"},
+                                             {"type": "text", "text": "..."}]},
                 {"role": "assistant", "content": [{"type": "text", "text": "..."}]}, ...]}
 A content may also be a plain string. An image path is relative to the data file's folder (or absolute).
 Every problem is a DataError naming the file, line and field: a missing image file, a file that is not an
@@ -106,7 +107,8 @@ def to_vision_messages(record, path, line) -> VisionConversation:
     check_order(messages, path, line, "messages")
     if not images:
         raise DataError(path, line, "messages", "no image in this conversation; the vision recipe trains on image "
-                        "conversations: add an image part to the first user turn (text-only data: recipes/llama_text.py)")
+                        "conversations: add an image part to the first user turn "
+                        "(text-only data: recipes/llama_text.py)")
     if messages[0]["role"] == "system":
         raise DataError(path, line, "messages[0]", "Llama 3.2 Vision's chat template refuses a system message in a "
                         "conversation with an image; put its text in the first user turn")
@@ -169,14 +171,16 @@ class MllamaCollator:
 
         batch = pad_batch(examples, self.pad_token_id)
         width = batch["input_ids"].shape[1]
-        image_inputs = self.processor.image_processor([load_images(e["image_files"]) for e in examples], return_tensors="pt")
+        image_inputs = self.processor.image_processor([load_images(e["image_files"]) for e in examples],
+                                                      return_tensors="pt")
         num_tiles = image_inputs.pop("num_tiles")
         image_token_id = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         cross_attention_mask = convert_sparse_cross_attention_mask_to_dense(
             [get_cross_attention_token_mask(e["input_ids"], image_token_id) for e in examples],
             num_tiles=num_tiles, max_num_tiles=self.processor.image_processor.max_image_tiles, length=width)
         return {**batch, "pixel_values": image_inputs["pixel_values"].to(self.dtype),
-                "aspect_ratio_ids": image_inputs["aspect_ratio_ids"], "aspect_ratio_mask": image_inputs["aspect_ratio_mask"],
+                "aspect_ratio_ids": image_inputs["aspect_ratio_ids"],
+                "aspect_ratio_mask": image_inputs["aspect_ratio_mask"],
                 "cross_attention_mask": torch.from_numpy(cross_attention_mask)}
 
 
@@ -186,4 +190,5 @@ def preflight_vision(model, collator, tokenizer, examples, batch_size: int) -> f
     if (batch["labels"] == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any():
         raise UserError(f"preflight: an {IMAGE_TOKEN} token is trained; check the chat template")
     first = examples[0]
-    return check_batch(model, tokenizer, batch, first, f"example 0 ({', '.join(Path(f).name for f in first['image_files'])})")
+    return check_batch(model, tokenizer, batch, first,
+                       f"example 0 ({', '.join(Path(f).name for f in first['image_files'])})")

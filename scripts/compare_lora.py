@@ -65,13 +65,14 @@ def main(argv=None):
     rows = []
     for name in names:
         flags = VARIANTS[name]
-        if name == "AdaLoRA":  # start at r + r/2 and prune to an average of r (12 -> 8 at r=8, as suggested for 7B models)
+        # start at r + r/2 and prune to an average of r (12 -> 8 at r=8, as suggested for 7B models)
+        if name == "AdaLoRA":
             flags = flags + ["--init-r", str(args.r * 3 // 2), "--target-r", str(args.r),
                              "--tinit", str(max(1, args.max_steps // 10)), "--tfinal", str(max(1, args.max_steps // 5))]
         run_dir = out / name.replace(" ", "_")
         print(f"{name}: {' '.join(flags) or '(plain LoRA)'}", flush=True)
-        peak_rss = run_variant(args.recipe, ["--model", args.model, "--max-steps", str(args.max_steps), "--r", str(args.r),
-                                  *flags, *extra], run_dir)
+        peak_rss = run_variant(args.recipe, ["--model", args.model, "--max-steps", str(args.max_steps),
+                                             "--r", str(args.r), *flags, *extra], run_dir)
         result = json.loads((run_dir / "eval.json").read_text())
         training = result["training"]
         losses = [e["loss"] for e in json.loads((run_dir / "log_history.json").read_text()) if "loss" in e]
@@ -87,7 +88,8 @@ def main(argv=None):
         shutil.rmtree(run_dir / "loftq_base", ignore_errors=True)  # a full copy of the base model: not needed here
 
     (out / "results.json").write_text(json.dumps(rows, indent=1))
-    header = ("| variant | flags | trainable params | median step time (s) | peak memory (GiB) | final train loss | final eval loss |\n"
+    header = ("| variant | flags | trainable params | median step time (s) | peak memory (GiB) "
+              "| final train loss | final eval loss |\n"
               "|---|---|---:|---:|---:|---:|---:|\n")
     table = header + "".join(
         f"| {r['variant']} | `{r['flags'] or '-'}` | {r['trainable_params']:,} | {r['step_seconds']:.3f} | "

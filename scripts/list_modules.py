@@ -49,7 +49,8 @@ def main(argv=None):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{type(model).__name__} ({config.model_type}): {n_params / 1e6:,.1f}M parameters")
     groups = {"attention": PRESETS["attention"], "mlp": PRESETS["mlp"]}
-    order = [n for g in groups.values() for n in g if n in layers] + sorted(n for n in layers if not any(n in g for g in groups.values()))
+    order = ([n for g in groups.values() for n in g if n in layers]
+             + sorted(n for n in layers if not any(n in g for g in groups.values())))
     print(f"{'layer':16s} {'group':10s} {'count':>5s}  {'shape (in -> out)':22s} selected by --targets")
     for leaf in order:
         entries = layers[leaf]

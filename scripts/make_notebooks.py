@@ -16,14 +16,16 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 GITHUB_REPO = "one-gpu-recipes/one-gpu-recipes"  # where this project is published; change it in a fork
-COLAB_SETUP = f'''# Colab: fetch the recipes and install everything (about 10 minutes on a T4 runtime). Does nothing elsewhere.
+COLAB_SETUP = f'''\
+# Colab: fetch the recipes and install everything (about 10 minutes on a T4 runtime). Does nothing elsewhere.
 # Runtime > Change runtime type > T4 GPU first. To keep runs across disconnects, save them to Google Drive:
 #   from google.colab import drive; drive.mount("/content/drive")
 # then in the config cell set output_dir = "/content/drive/MyDrive/runs/..." and, after a disconnect, resume = True.
 import os, subprocess, sys
 if "google.colab" in sys.modules:
     if not os.path.exists("/content/one-gpu-recipes"):
-        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{GITHUB_REPO}", "/content/one-gpu-recipes"], check=True)
+        subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{GITHUB_REPO}", \
+"/content/one-gpu-recipes"], check=True)
         subprocess.run(["bash", "/content/one-gpu-recipes/scripts/setup.sh", "--system"], check=True)
     os.chdir("/content/one-gpu-recipes")
     sys.path.insert(0, "/content/one-gpu-recipes")'''
@@ -84,7 +86,8 @@ def main(argv=None):
             target.write_text(text, encoding="utf-8")
             print(f"wrote {target.relative_to(ROOT)}")
     if stale:
-        print("out of date (run python scripts/make_notebooks.py): " + ", ".join(str(p.relative_to(ROOT)) for p in stale))
+        print("out of date (run python scripts/make_notebooks.py): "
+              + ", ".join(str(p.relative_to(ROOT)) for p in stale))
         sys.exit(1)
 
 

@@ -24,7 +24,8 @@ OUT = Path(__file__).resolve().parent.parent / "datasets" / "vision"
 COLOURS = {"red": ((220, 40, 40), "红色"), "green": ((40, 160, 60), "绿色"), "blue": ((40, 80, 220), "蓝色"),
            "orange": ((240, 150, 30), "橙色")}
 SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形"}
-WORDS = ["apple", "river", "cloud", "tiger", "bread", "music", "green", "stone", "light", "paper", "42", "2026", "7 + 5"]
+WORDS = ["apple", "river", "cloud", "tiger", "bread", "music", "green", "stone", "light", "paper", "42", "2026",
+         "7 + 5"]
 HANZI = {"一": "one", "二": "two", "三": "three", "十": "ten"}
 NUMBER_WORDS = ["zero", "one", "two", "three", "four"]
 PER_KIND = 25  # 4 kinds x 25 = 100 images
@@ -129,7 +130,8 @@ def main():
         (OUT / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                              encoding="utf-8")
     size = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file())
-    print(f"{OUT}: {len(train)} train rows, {len(test)} test rows, {len(train) + len(test)} images, {size / 1024:.0f} KB")
+    print(f"{OUT}: {len(train)} train rows, {len(test)} test rows, {len(train) + len(test)} images, "
+          f"{size / 1024:.0f} KB")
 
 
 if __name__ == "__main__":

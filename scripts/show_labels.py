@@ -51,14 +51,16 @@ def model_tokenizer(model: str, vision: bool = False, log=print):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", help="a .jsonl or .json file (OpenAI messages, ShareGPT or instruction/response)")
-    parser.add_argument("--model", default="tiny", help="tiny, a hub id or a local path: whose tokenizer and chat template")
+    parser.add_argument("--model", default="tiny",
+                        help="tiny, a hub id or a local path: whose tokenizer and chat template")
     parser.add_argument("--label-layout", "--label_layout", default="all_turns", choices=LAYOUTS)
     parser.add_argument("--max-seq-length", "--max_seq_length", type=int, default=2048, help="as in the recipe")
     parser.add_argument("--jsonl", action="store_true", help="print one JSON object per input row")
     parser.add_argument("--skip-bad-rows", "--skip_bad_rows", action="store_true",
                         help="report a bad row and go on, instead of stopping at it")
     parser.add_argument("--no-empty-think", "--no_empty_think", dest="empty_think", action="store_false",
-                        help="R1-Distill: train a reply without reasoning right after <｜Assistant｜> (as the recipes' flag)")
+                        help="R1-Distill: train a reply without reasoning right after <｜Assistant｜> "
+                             "(as the recipes' flag)")
     args = parser.parse_args(argv)
     if args.max_seq_length < 1:
         raise UserError(f"--max-seq-length {args.max_seq_length}: must be a positive integer")
@@ -66,14 +68,16 @@ def main(argv=None):
     records = read_records(args.data)  # a missing or unreadable file stops here, before the tokenizer loads
     vision = any(is_vision_record(record) for _, record in records)  # image conversations: every row is one
     # with --jsonl, stdout is one JSON object per row: what the loading has to say goes to stderr
-    tokenizer = model_tokenizer(args.model, vision, log=lambda text: print(text, file=sys.stderr) if args.jsonl else print(text))
+    tokenizer = model_tokenizer(args.model, vision,
+                                log=lambda text: print(text, file=sys.stderr) if args.jsonl else print(text))
     color = sys.stdout.isatty()
     totals = {"rows": 0, "examples": 0, "trained_tokens": 0, "dropped": 0, "bad_rows": 0}
     for line, record in records:
         try:
             if isinstance(record, DataError):
                 raise record
-            conversation = to_vision_messages(record, args.data, line) if vision else to_messages(record, args.data, line)
+            conversation = (to_vision_messages(record, args.data, line) if vision
+                            else to_messages(record, args.data, line))
         except DataError as err:
             if not args.skip_bad_rows:
                 raise
@@ -107,13 +111,15 @@ def main(argv=None):
         for k, e in enumerate(examples, start=1):
             n = sum(label != IGNORE_INDEX for label in e["labels"])
             images = f" · images: {', '.join(e['image_files'])}" if vision else ""
-            print(f"── line {line} · example {k}/{len(examples)} · {len(e['input_ids'])} tokens, {n} trained{images} ──")
+            print(f"── line {line} · example {k}/{len(examples)} · {len(e['input_ids'])} tokens, "
+                  f"{n} trained{images} ──")
             print(marked_text(tokenizer, e["input_ids"], e["labels"], color=color))
         if dropped:
             print(f"── line {line}: {dropped} example(s) dropped: no trained token within {args.max_seq_length} tokens")
     if not args.jsonl:
         print(f"{totals['rows']} rows -> {totals['examples']} examples [{args.label_layout}], "
-              f"{totals['trained_tokens']} trained tokens, {totals['dropped']} dropped, {totals['bad_rows']} bad rows skipped")
+              f"{totals['trained_tokens']} trained tokens, {totals['dropped']} dropped, "
+              f"{totals['bad_rows']} bad rows skipped")
 
 
 if __name__ == "__main__":

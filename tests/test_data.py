@@ -59,7 +59,8 @@ BAD_ROWS = {
                       "messages[1].content", "content is empty"),
     "content_not_string": ({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "yo"}]},
                            "messages[0].content", "content must be a string, got int"),
-    "content_part_not_text": ({"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "yo"}]},
+    "content_part_not_text": ({"messages": [{"role": "user", "content": ["hi"]},
+                                            {"role": "assistant", "content": "yo"}]},
                               "messages[0].content[0]", 'a content part must be {"type": "text"'),
     "image_part": ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a.png"}}]},
                                  {"role": "assistant", "content": "yo"}]},
@@ -70,9 +71,11 @@ BAD_ROWS = {
     "tool_role": ({"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "42"},
                                 {"role": "assistant", "content": "yo"}]},
                   "messages[1]", "tool calls and tool results are not supported"),
-    "lone_surrogate": ('{"messages": [{"role": "user", "content": "hi \\ud800 there"}, {"role": "assistant", "content": "yo"}]}',
+    "lone_surrogate": ('{"messages": [{"role": "user", "content": "hi \\ud800 there"}, '
+                       '{"role": "assistant", "content": "yo"}]}',
                        "messages[0].content", "is a lone surrogate"),
-    "unclosed_think": ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>hmm"}]},
+    "unclosed_think": ({"messages": [{"role": "user", "content": "hi"},
+                                     {"role": "assistant", "content": "<think>hmm"}]},
                        "messages[1].content", "opens <think> but never closes it"),
     "reasoning_twice": ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "reasoning_content": "a",
                                                                         "content": "<think>b</think>yo"}]},
@@ -116,13 +119,15 @@ def test_missing_file(tmp_path):
 def test_not_utf8(tmp_path):
     path = tmp_path / "gbk.jsonl"
     path.write_bytes(json.dumps(GOOD).encode() + b"\n" + json.dumps({"messages": [
-        {"role": "user", "content": "你好"}, {"role": "assistant", "content": "好"}]}, ensure_ascii=False).encode("gbk") + b"\n")
+        {"role": "user", "content": "你好"}, {"role": "assistant", "content": "好"}]},
+        ensure_ascii=False).encode("gbk") + b"\n")
     with pytest.raises(DataError, match="not UTF-8") as err:
         load_conversations(path)
     assert err.value.line == 2
     assert len(load_conversations(path, skip_bad_rows=True).conversations) == 1
     whole = tmp_path / "gbk.json"
-    whole.write_bytes(b'[\n{"instruction": "a", "output": "b"},\n{"instruction": "' + "好".encode("gbk") + b'", "output": "c"}\n]')
+    whole.write_bytes(b'[\n{"instruction": "a", "output": "b"},\n{"instruction": "' + "好".encode("gbk")
+                      + b'", "output": "c"}\n]')
     with pytest.raises(DataError, match="not UTF-8") as err:
         load_conversations(whole)
     assert err.value.line == 3
@@ -146,11 +151,13 @@ def test_cli_skip_bad_rows_counts(tmp_path):
 
 
 def test_guanaco_text_becomes_turns(tmp_path):
-    text = "### Human: 你好？### Assistant: 你好！有什么可以帮你？### Human: Tell me about LoRA.### Assistant: It adds low-rank updates."
+    text = ("### Human: 你好？### Assistant: 你好！有什么可以帮你？"
+            "### Human: Tell me about LoRA.### Assistant: It adds low-rank updates.")
     data = load_conversations(write_jsonl(tmp_path / "g.jsonl", [{"text": text}]))
     assert data.conversations[0].messages == [
         {"role": "user", "content": "你好？"}, {"role": "assistant", "content": "你好！有什么可以帮你？"},
-        {"role": "user", "content": "Tell me about LoRA."}, {"role": "assistant", "content": "It adds low-rank updates."}]
+        {"role": "user", "content": "Tell me about LoRA."},
+        {"role": "assistant", "content": "It adds low-rank updates."}]
     assert len(load_conversations(ROOT / "datasets" / "guanaco_style" / "train.jsonl").conversations) == 120
 
 
@@ -216,5 +223,6 @@ def test_reasoning_comes_apart_from_the_reply_either_way():
                            {"role": "assistant", "content": "<think>\nAdd them.\n</think>\n\n4"}]}
     expected = {"role": "assistant", "content": "4", "reasoning": "Add them."}
     assert to_messages(api, "x.jsonl", 1)[1] == to_messages(inline, "x.jsonl", 1)[1] == expected
-    empty = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\n\n</think>\n\na"}]}
+    empty = {"messages": [{"role": "user", "content": "q"},
+                          {"role": "assistant", "content": "<think>\n\n</think>\n\na"}]}
     assert to_messages(empty, "x.jsonl", 1)[1] == {"role": "assistant", "content": "a"}  # an empty block: no reasoning

@@ -14,7 +14,8 @@ from conftest import ROOT, run
 FORMATS = ["deepseek", "llama3"]
 QUANTS = ["f16", "q8_0", "q4_k_m"]
 PARITY = re.compile(r"parity (\S+): prompt ids match (\d+)/(\d+); next-token agreement (\d+)/(\d+) \(.*?\), "
-                    r"ties (\d+), disagreements (\d+); greedy replies identical (\d+)/(\d+), identical up to a tie (\d+)")
+                    r"ties (\d+), disagreements (\d+); greedy replies identical (\d+)/(\d+), "
+                    r"identical up to a tie (\d+)")
 
 
 # The Llama-3 run names its held-out file, as a recipe's run_config.json does; the DeepSeek run names none, so
@@ -155,7 +156,8 @@ def test_parity_f16_exact_and_rates_reported(exported):
     if held_out:  # the run's own held-out data, not always the DeepSeek file
         assert f"parity: 5 held-out conversations from {ROOT / held_out}" in outputs["gguf"]
     else:
-        assert "run_config.json names no eval_file: using the bundled datasets/chat_multiturn/test.jsonl" in outputs["gguf"]
+        assert ("run_config.json names no eval_file: using the bundled datasets/chat_multiturn/test.jsonl"
+                in outputs["gguf"])
     rows = {m.group(1): dict(zip(["ids_ok", "prompts", "agree", "total", "ties", "disagree", "identical", "prompts2",
                                   "identical_to_tie"], map(int, m.groups()[1:])))
             for m in PARITY.finditer(outputs["gguf"])}
@@ -316,5 +318,6 @@ def test_failed_conversion_leaves_no_file(tmp_path):
 def test_sixteen_bit_twin_of_unsloth_4bit_names():
     from common.merge import sixteen_bit_base
     assert sixteen_bit_base("unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit") == "unsloth/Meta-Llama-3.1-8B-Instruct"
-    assert sixteen_bit_base("unsloth/Llama-3.2-11B-Vision-Instruct-unsloth-bnb-4bit") == "unsloth/Llama-3.2-11B-Vision-Instruct"
+    assert (sixteen_bit_base("unsloth/Llama-3.2-11B-Vision-Instruct-unsloth-bnb-4bit")
+            == "unsloth/Llama-3.2-11B-Vision-Instruct")
     assert sixteen_bit_base("deepseek-ai/deepseek-llm-7b-chat") == "deepseek-ai/deepseek-llm-7b-chat"

@@ -58,7 +58,8 @@ def test_ollama_feeds_the_gguf_the_ids_training_used(family, tmp_path):
     template = re.search(r'^TEMPLATE """(.*?)"""$', modelfile, re.S | re.M).group(1)
 
     tokenizer = load_tokenizer(run_dir / "adapter")
-    date = pinned_date(tokenizer.chat_template, {}, datetime.fromtimestamp((run_dir / "run_config.json").stat().st_mtime))
+    date = pinned_date(tokenizer.chat_template, {},
+                       datetime.fromtimestamp((run_dir / "run_config.json").stat().st_mtime))
     kwargs = {"date_string": date} if date else {}
     llm = Llama(str(gguf), vocab_only=True, verbose=False)
     conversations = [c for c in conversations_of(ROOT / "datasets/chat_multiturn/test.jsonl", 8) + PROBES

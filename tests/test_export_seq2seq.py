@@ -79,7 +79,8 @@ def test_seq2seq_adapter_and_merged16_export(t5_run):
             **inputs, decoder_input_ids=decoder_ids).logits
         base_logits = AutoModelForSeq2SeqLM.from_pretrained(base)(**inputs, decoder_input_ids=decoder_ids).logits
         merged_logits = merged_model.float()(**inputs, decoder_input_ids=decoder_ids).logits
-    assert torch.allclose(merged_logits, adapter_logits, atol=2e-2, rtol=1e-2), (merged_logits - adapter_logits).abs().max()
+    assert torch.allclose(merged_logits, adapter_logits, atol=2e-2, rtol=1e-2), \
+        (merged_logits - adapter_logits).abs().max()
     assert (adapter_logits - base_logits).abs().max() > 0.01  # the adapter really changes the model
 
 

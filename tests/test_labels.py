@@ -44,7 +44,8 @@ def test_last_turn_trains_only_the_final_reply(tiny_tokenizer, index):
     messages = conversations()[index]
     examples, _ = build_examples(tiny_tokenizer, messages, "last_turn")
     assert len(examples) == 1
-    assert trained_spans(tiny_tokenizer, examples[0]["input_ids"], examples[0]["labels"]) == expected_deepseek(messages)[-1:]
+    assert (trained_spans(tiny_tokenizer, examples[0]["input_ids"], examples[0]["labels"])
+            == expected_deepseek(messages)[-1:])
 
 
 @pytest.mark.parametrize("index", range(10))
@@ -70,7 +71,8 @@ def test_typed_special_tokens_in_user_text_stay_untrained(tiny_tokenizer):
     messages = conversations()[1]
     example = build_examples(tiny_tokenizer, messages, "all_turns")[0][0]
     eos_id = tiny_tokenizer.eos_token_id
-    trained_eos = [i for i, (t, l) in enumerate(zip(example["input_ids"], example["labels"])) if t == eos_id and l != IGNORE_INDEX]
+    trained_eos = [i for i, (t, label) in enumerate(zip(example["input_ids"], example["labels"]))
+                   if t == eos_id and label != IGNORE_INDEX]
     all_eos = [i for i, t in enumerate(example["input_ids"]) if t == eos_id]
     assert len(trained_eos) == 2  # the two replies' own end tokens
     assert len(all_eos) > len(trained_eos)  # the user's typed ones are there, and masked
@@ -100,12 +102,14 @@ def test_truncation_keeps_what_fits_and_drops_empty_examples(tiny_tokenizer):
 
 def test_counts_per_layout(tiny_tokenizer):
     convs = conversations()
-    stats = {layout: build_dataset(tiny_tokenizer, convs, layout, 2048)[1] for layout in ("all_turns", "last_turn", "split")}
+    stats = {layout: build_dataset(tiny_tokenizer, convs, layout, 2048)[1]
+             for layout in ("all_turns", "last_turn", "split")}
     n_replies = sum(len(replies(m)) for m in convs)
     assert stats["all_turns"]["examples"] == len(convs) == stats["last_turn"]["examples"]
     assert stats["split"]["examples"] == n_replies
     # split trains each reply once, like all_turns; last_turn trains fewer tokens
-    assert stats["split"]["trained_tokens"] == stats["all_turns"]["trained_tokens"] > stats["last_turn"]["trained_tokens"]
+    assert (stats["split"]["trained_tokens"] == stats["all_turns"]["trained_tokens"]
+            > stats["last_turn"]["trained_tokens"])
     assert stats["split"]["tokens"] > stats["all_turns"]["tokens"]  # the repeated context seed 001 warns about
 
 

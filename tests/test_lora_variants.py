@@ -75,11 +75,13 @@ BAD = [
     (["--adalora", "--use-rslora"], "PEFT's AdaLoRA has no rsLoRA scaling"),
     (["--adalora", "--init", "pissa"], "AdaLoRA starts from its own SVD form"),
     (["--adalora", "--init-r", "4", "--target-r", "8"], "need 0 < --target-r (8) <= --init-r (4)"),
-    (["--adalora", "--tinit", "20", "--tfinal", "10", "--max-steps", "25"], "must be below the 25 planned optimizer steps"),
+    (["--adalora", "--tinit", "20", "--tfinal", "10", "--max-steps", "25"],
+     "must be below the 25 planned optimizer steps"),
     (["--init", "loftq", "--load-in-4bit"], "--init loftq needs 16-bit base weights"),
     (["--init", "svd"], "--init svd: choose one of default, gaussian, pissa, loftq"),
-    (["--targets", "q_proj,qkv_proj"], "this model has no layer named qkv_proj; use a preset (attention, mlp, all-linear) "
-                                        "or names from: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"),
+    (["--targets", "q_proj,qkv_proj"],
+     "this model has no layer named qkv_proj; use a preset (attention, mlp, all-linear) "
+     "or names from: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"),
 ]
 
 

@@ -134,7 +134,8 @@ def test_what_a_go_template_cannot_do_is_stated_and_the_stated_fix_is_exact():
     r1 = tokenizer_of("deepseek-r1-distill-qwen-1.5b")
     fmt = format_for("deepseek-r1-distill-qwen-1.5b")
     history = [{"role": "user", "content": "1+1?"},
-               {"role": "assistant", "content": "<think>\nadd them\n</think>\n\n2"}, {"role": "user", "content": "2+2?"}]
+               {"role": "assistant", "content": "<think>\nadd them\n</think>\n\n2"},
+               {"role": "user", "content": "2+2?"}]
     assert fmt.contract == NO_THINKING and not within_contract(fmt, history)
     answer_only = [history[0], {"role": "assistant", "content": "\n\n2"}, history[2]]
     assert go_render(fmt.template, answer_only) == expected_rendering(r1, history)

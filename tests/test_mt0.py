@@ -55,7 +55,8 @@ def test_preflight_checks_shapes_masked_padding_and_loss(tiny_run):
     preflight = stdout[stdout.index("preflight:"):]
     for key in ("input_ids", "attention_mask", "labels", "decoder_input_ids"):
         assert re.search(rf"  {key} +shape \(5, \d+\)  dtype torch.int64", preflight), key
-    masked = re.search(r"labels: -100 on all (\d+) padded label positions and nowhere else; (\d+) target tokens", preflight)
+    masked = re.search(r"labels: -100 on all (\d+) padded label positions and nowhere else; (\d+) target tokens",
+                       preflight)
     assert masked and int(masked.group(1)) > 0 and int(masked.group(2)) > 0
     loss = re.search(r"one forward pass: loss (\d+\.\d+)", preflight)
     assert loss and 0 < float(loss.group(1)) < 20
@@ -93,8 +94,10 @@ def test_seq2seq_preflight_refuses_padding_that_is_trained(tiny_run):
 
     def pad_labels_with_pad_id(features):  # the mistake the article guards against: pad ids left in the labels
         width = max(len(f["labels"]) for f in features)
-        batch = tokenizer.pad([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features], return_tensors="pt")
-        batch["labels"] = torch.tensor([f["labels"] + [tokenizer.pad_token_id] * (width - len(f["labels"])) for f in features])
+        batch = tokenizer.pad([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features],
+                              return_tensors="pt")
+        batch["labels"] = torch.tensor([f["labels"] + [tokenizer.pad_token_id] * (width - len(f["labels"]))
+                                        for f in features])
         return batch
 
     with pytest.raises(UserError, match="padded label position is not -100"):

@@ -20,7 +20,8 @@ def test_a_stale_notebook_is_detected(tmp_path):
     for folder in ("recipes", "notebooks", "scripts"):  # a copy of the project: the tracked notebooks stay untouched
         shutil.copytree(ROOT / folder, tmp_path / folder)
     path = tmp_path / "notebooks" / "deepseek_multiturn.ipynb"
-    path.write_text(path.read_text(encoding="utf-8").replace("learning_rate: float = 2e-4", "learning_rate: float = 3e-4"),
+    path.write_text(path.read_text(encoding="utf-8").replace("learning_rate: float = 2e-4",
+                                                             "learning_rate: float = 3e-4"),
                     encoding="utf-8")
     result = run([tmp_path / "scripts" / "make_notebooks.py", "--check"])
     assert result.returncode == 1 and "deepseek_multiturn.ipynb" in result.stdout

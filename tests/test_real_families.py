@@ -55,14 +55,17 @@ def test_the_tokenizer_is_loaded_as_its_tokenizer_json_tokenizes(family, tokeniz
     reference = Tokenizer.from_file(str(directory / "tokenizer.json"))
     text = "User: Hello world\n\n你好，世界！"
     as_transformers_loads_it = AutoTokenizer.from_pretrained(directory)
-    broken = as_transformers_loads_it.decode(as_transformers_loads_it(text, add_special_tokens=False)["input_ids"]) != text
+    broken = (as_transformers_loads_it.decode(as_transformers_loads_it(text, add_special_tokens=False)["input_ids"])
+              != text)
     assert broken == (family in BROKEN_BY_TRANSFORMERS)  # the bug this guards against, as transformers 5.17 has it
     tokenizer = load_tokenizer(directory)
     said = capsys.readouterr().out
     assert ("rebuilt it from tokenizer.json" in said) == (family in BROKEN_BY_TRANSFORMERS)
     for sample in (PROBE, text, *[m["content"] for c in conversations() for m in c.messages]):
-        assert tokenizer(sample, add_special_tokens=False)["input_ids"] == reference.encode(sample, add_special_tokens=False).ids
-    assert (tokenizer.bos_token, tokenizer.eos_token) == (as_transformers_loads_it.bos_token, as_transformers_loads_it.eos_token)
+        assert (tokenizer(sample, add_special_tokens=False)["input_ids"]
+                == reference.encode(sample, add_special_tokens=False).ids)
+    assert ((tokenizer.bos_token, tokenizer.eos_token)
+            == (as_transformers_loads_it.bos_token, as_transformers_loads_it.eos_token))
     assert tokenizer.chat_template == as_transformers_loads_it.chat_template
     checked = check_tokenizer(tokenizer, conversations(), "adversarial.jsonl")
     assert checked["conversations"] == 10 and tokenizer.eos_token in checked["markers"]
@@ -96,7 +99,8 @@ def test_r1_trains_reasoning_after_the_inference_prompt(family, tokenizers):
               for span in trained_spans(tokenizer, e["input_ids"], e["labels"])] for c in rows]
     assert spans == [
         ["17 + 25: 17 + 20 = 37, then + 5 = 42.\n</think>\n\n42." + DEEPSEEK_EOS],  # reasoning_content
-        ["阳光里波长短的蓝光被空气分子散射得最多。\n</think>\n\n因为瑞利散射：蓝光散射得最多。" + DEEPSEEK_EOS],  # <think> in content
+        # <think> in content
+        ["阳光里波长短的蓝光被空气分子散射得最多。\n</think>\n\n因为瑞利散射：蓝光散射得最多。" + DEEPSEEK_EOS],
         ["\n</think>\n\nHello!" + DEEPSEEK_EOS],  # no reasoning: an empty think block
         ["Two threes.\n</think>\n\n6." + DEEPSEEK_EOS, "\n</think>\n\n<br> breaks a line." + DEEPSEEK_EOS],
     ]
@@ -139,7 +143,8 @@ def test_templates_that_rewrite_history_are_refused_naming_the_row_and_why():
 # ------------------------------------------------------------------ the DeepSeek recipe, export and parity
 
 PARITY = re.compile(r"parity (\S+): prompt ids match (\d+)/(\d+); next-token agreement (\d+)/(\d+) \(.*?\), "
-                    r"ties (\d+), disagreements (\d+); greedy replies identical (\d+)/(\d+), identical up to a tie (\d+)")
+                    r"ties (\d+), disagreements (\d+); greedy replies identical (\d+)/(\d+), "
+                    r"identical up to a tie (\d+)")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -155,7 +160,8 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     losses = [e["loss"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e]
     assert len(losses) == 8 and losses[-1] < losses[0], losses
     stats = json.loads((out / "eval.json").read_text())["train"]
-    print(f"{family}: train {stats['examples']} examples, {stats['trained_tokens']} trained of {stats['tokens']} tokens")
+    print(f"{family}: train {stats['examples']} examples, "
+          f"{stats['trained_tokens']} trained of {stats['tokens']} tokens")
     exported = run(["scripts/export.py", out, "--to", "gguf", "--quant", "f16", "--verify"], timeout=1200)
     assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
     (quant, *numbers), = PARITY.findall(exported.stdout)

@@ -97,7 +97,8 @@ def test_never_overwrites_a_saved_run_and_resumes(tmp_path):
 def test_bad_data_stops_before_loading_the_model(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
-    result = run(["recipes/deepseek_multiturn.py", "--model", "tiny", "--train-file", bad, "--output-dir", tmp_path / "r"])
+    result = run(["recipes/deepseek_multiturn.py", "--model", "tiny", "--train-file", bad,
+                  "--output-dir", tmp_path / "r"])
     assert result.returncode == 2
     assert f"error: {bad}:1: messages: no assistant turn" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r").exists()

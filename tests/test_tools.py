@@ -7,8 +7,10 @@ from conftest import run
 def test_list_modules_groups_layers_and_names_presets():
     result = run(["scripts/list_modules.py", "tiny"])
     assert result.returncode == 0, result.stderr
-    lines = {line.split()[0]: line for line in result.stdout.splitlines()[2:] if line.strip() and not line.startswith("example")}
-    assert set(lines) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens", "lm_head"}
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[2:]
+             if line.strip() and not line.startswith("example")}
+    assert set(lines) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens",
+                          "lm_head"}
     assert "attention, all-linear, q_proj" in lines["q_proj"] and " 2 " in lines["q_proj"]
     assert "mlp, all-linear, down_proj" in lines["down_proj"] and "256 -> 128" in lines["down_proj"]
     assert "modules_to_save" in lines["lm_head"]
@@ -34,12 +36,14 @@ def test_compare_lora_refuses_an_unknown_variant_before_training(tmp_path):
 
 def test_compare_lora_table_and_plot(tmp_path):
     out = tmp_path / "compare"
-    result = run(["scripts/compare_lora.py", "--model", "tiny", "--max-steps", "6", "--r", "8", "--out", out], timeout=1200)
+    result = run(["scripts/compare_lora.py", "--model", "tiny", "--max-steps", "6", "--r", "8", "--out", out],
+                 timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads((out / "results.json").read_text())
     assert [r["variant"] for r in rows] == ["LoRA", "rsLoRA", "DoRA", "gaussian init", "PiSSA", "LoftQ", "AdaLoRA"]
     for r in rows:
-        assert len(r["losses"]) == 6 and r["trainable_params"] > 0 and r["step_seconds"] > 0 and r["peak_memory_gib"] > 0
+        assert (len(r["losses"]) == 6 and r["trainable_params"] > 0 and r["step_seconds"] > 0
+                and r["peak_memory_gib"] > 0)
     # DoRA adds a magnitude vector per layer; AdaLoRA starts at init_r = 1.5 r, plus its singular values
     by_name = {r["variant"]: r for r in rows}
     assert by_name["DoRA"]["trainable_params"] > by_name["LoRA"]["trainable_params"]
