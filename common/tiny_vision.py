@@ -15,9 +15,9 @@ from pathlib import Path
 
 from common.chat_templates import SPECIAL_TOKENS
 from common.tiny_model import PROJECT_ROOT, _corpus, _strings, _train_sentencepiece, _write_tokenizer, cache_root
+from common.vision import IMAGE_TOKEN
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
-IMAGE_TOKEN = "<|image|>"
 VISION_CORPUS_FILES = ["datasets/vision/train.jsonl"]
 TEXT_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, cross_attention_layers=[1], max_position_embeddings=2048,

@@ -98,6 +98,17 @@ def test_bad_settings_stop_before_the_model_loads(recipe, tmp_path):
     assert not out.exists()  # nothing was written
 
 
+def test_a_model_that_is_not_there_or_cut_off_is_one_line(tmp_path):
+    cut = tmp_path / "cut-model"
+    cut.mkdir()
+    (cut / "config.json").write_text('{"model_type": "llama", "hidden_si')  # a copy that stopped halfway
+    for model, words in ((tmp_path / "no-such-model", "not found (no such directory)"),
+                         (cut, "config.json: cannot be read as a model config")):
+        result = run(["recipes/deepseek_multiturn.py", "--model", model, "--output-dir", tmp_path / "r"])
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert words in result.stderr and not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("flags, words", [(["--label-layout", "bogus"], "invalid choice"),
                                           (["--r", "0"], "--r 0: the LoRA rank")])
 def test_the_exit_code_is_2_and_the_error_one_line(tmp_path, flags, words):

@@ -26,3 +26,19 @@ def test_default_view_marks_the_trained_part():
     assert "⟦ Understood.<｜end▁of▁sentence｜>⟧" in result.stdout  # not a terminal: bracket marks
     assert "User: Assistant: I am not the assistant." in result.stdout  # user text unmarked
     assert "10 rows -> 10 examples [all_turns]" in result.stdout
+
+
+def test_bad_model_or_settings_are_one_line_errors(tmp_path):
+    bare = tmp_path / "no-template"
+    from common.tiny_model import tiny_model_path
+    import shutil
+    shutil.copytree(tiny_model_path("deepseek"), bare)
+    config = bare / "tokenizer_config.json"
+    config.write_text(config.read_text().replace('"chat_template"', '"not_a_chat_template"'))
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    for args, words in (([ADVERSARIAL, "--model", tmp_path / "nothing"], "cannot load its tokenizer"),
+                        ([ADVERSARIAL, "--model", bare], "has no chat template"),
+                        ([ADVERSARIAL, "--model", "tiny", "--max-seq-length", "-5"], "--max-seq-length -5: must be")):
+        result = run(["scripts/show_labels.py", *args])
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert words in result.stderr, result.stderr
