@@ -37,6 +37,11 @@ def start_processes() -> Launch:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     launch = Launch(processes, torch.distributed.get_rank(), torch.distributed.get_backend(), fsdp)
+    if not torch.cuda.is_available():
+        # accelerate names each CPU process's device "cpu:0", and the Trainer resumes with torch.load(map_location=
+        # that device), which torch cannot map ("don't know how to restore data location"): read it as plain CPU.
+        torch.serialization.register_package(
+            0, lambda obj: None, lambda obj, location: obj if str(location).startswith("cpu:") else None)
     if not launch.is_main:
         sys.stdout = open(os.devnull, "w")  # one log, the main process's; errors go to stderr from every process
     print(f"distributed: {processes} processes ({launch.backend})" + (", FSDP" if fsdp else ""))

