@@ -1,9 +1,10 @@
 """The families the recipes accept, each with its real vocabulary, tokenizer_config.json and chat template
 (fixtures/tokenizers, rebuilt offline from llama.cpp's vocab files): tokenizer loading, labels span by span,
 R1-Distill reasoning, and a tiny random model of the real architecture through the DeepSeek recipe, the GGUF
-export and the greedy parity check."""
+export, the greedy parity check, and what the Ollama Modelfile feeds the model."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -147,6 +148,36 @@ PARITY = re.compile(r"parity (\S+): prompt ids match (\d+)/(\d+); next-token agr
                     r"identical up to a tie (\d+)")
 
 
+def ollama_feeds_what_training_rendered(run_dir: Path, family: str):
+    """What Ollama feeds the model (the Modelfile's TEMPLATE, rendered by Go's rules and tokenized by llama.cpp from
+    the GGUF, BOS as the GGUF says) is token for token what training fed it (the chat template, transformers)."""
+    from datetime import datetime
+
+    from llama_cpp import Llama
+
+    from common.export import conversations_of
+    from common.modelfile import PROBES, go_render, pinned_date
+    from common.tokenizer import load_tokenizer
+
+    gguf = run_dir / "export" / "gguf" / f"{family}-f16.gguf"
+    modelfile = gguf.with_suffix(".Modelfile").read_text(encoding="utf-8")
+    template = re.search(r'^TEMPLATE """(.*?)"""$', modelfile, re.S | re.M).group(1)
+    tokenizer = load_tokenizer(run_dir / "adapter")
+    config = json.loads((run_dir / "run_config.json").read_text())
+    date = pinned_date(tokenizer.chat_template, config,
+                       datetime.fromtimestamp((run_dir / "run_config.json").stat().st_mtime))
+    kwargs = {"date_string": date} if date else {}
+    llm = Llama(str(gguf), vocab_only=True, verbose=False)
+    conversations = [c for c in conversations_of(ROOT / "datasets/chat_multiturn/test.jsonl", 8) + PROBES
+                     if all(m["content"] == m["content"].strip() for m in c)]  # Llama's trim: see the Modelfile
+    for messages in conversations:
+        trained = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                          **kwargs), add_special_tokens=False)["input_ids"]
+        # add_bos=True adds the BOS only where the GGUF says to (tokenizer.ggml.add_bos_token), as Ollama does.
+        assert llm.tokenize(go_render(template, messages).encode("utf-8"), add_bos=True, special=True) == trained
+    llm.close()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     from common.real_tokenizers import tiny_model_dir
@@ -168,7 +199,9 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     ids_ok, prompts, agree, total, ties, disagree, identical, _, identical_to_tie = map(int, numbers)
     print(f"{family}: {exported.stdout.strip().splitlines()[-1]}")
     assert quant == "f16" and ids_ok == prompts == 5, exported.stdout[-2000:]
-    # A tie is where transformers' own top two logits are closer than 16-bit arithmetic resolves: either token is a right
-    # greedy choice (a random model with a 150K vocabulary has many); a disagreement is not allowed.
+    # A tie is where transformers' own top two logits are closer than 16-bit arithmetic resolves: either token is a
+    # right greedy choice (a random model with a 150K vocabulary has many); a disagreement is not allowed.
     assert disagree == 0 and agree + ties == total and agree > total / 2, exported.stdout[-2000:]
     assert identical + identical_to_tie == prompts, exported.stdout[-2000:]
+    assert "llama.cpp loads it and runs a prompt" in exported.stdout
+    ollama_feeds_what_training_rendered(out, family)
