@@ -54,6 +54,13 @@ def render(tokenizer, messages, generation_prompt: bool = False) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
+def opens_think_block(tokenizer) -> bool:
+    """Whether the chat template's generation prompt opens a think block the rendering of a reply lacks
+    (DeepSeek-R1-Distill): then replies are trained as the module docstring says."""
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    return assistant_turn(tokenizer, probe, 1).reasoning_template
+
+
 def with_reasoning_inline(message: dict) -> dict:
     """A reply with its reasoning written into the content the way R1 writes it, for templates that know no
     reasoning: "<think>\nREASONING\n</think>\n\nANSWER"."""

@@ -45,7 +45,7 @@ from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
 from common.export import export_run
 from common.export_request import check_export_request
-from common.labels import build_dataset
+from common.labels import build_dataset, opens_think_block
 from common.loss_plot import save_loss_plot
 from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_options, loftq_without_gpu, memory_note,
                          planned_steps, resolve_targets, save_adapter, save_pissa_start)
@@ -231,6 +231,9 @@ train_examples, train_stats = build_dataset(tokenizer, train_data.conversations,
                                             source=cfg.train_file, empty_think=cfg.empty_think)
 eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length,
                                           source=cfg.eval_file, empty_think=cfg.empty_think)
+if opens_think_block(tokenizer):  # DeepSeek-R1-Distill: README, Reasoning models
+    print("reasoning template: each reply is trained after the <think> prompt inference uses, with its reasoning or "
+          f"{'an empty think block' if cfg.empty_think else 'none'}; each reply of a conversation is its own example")
 for name, stats in (("train", train_stats), ("eval", eval_stats)):
     print(f"{name} [{cfg.label_layout}]: {stats['examples']} examples from {stats['conversations']} conversations, "
           f"{stats['trained_tokens']} trained of {stats['tokens']} tokens, "
