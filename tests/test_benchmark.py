@@ -10,8 +10,9 @@ from conftest import run
 @pytest.fixture(scope="module")
 def cpu_benchmark(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    result = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--lengths", "real", "--seq", "256",
-                  "--batch", "2", "--accum", "2", "--steps", "3", "--warmup", "1", "--out", out], timeout=400)
+    result = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--lengths", "real", "--max-seq-length",
+                  "256", "--batch-size", "2", "--grad-accum", "2", "--max-steps", "3", "--warmup", "1", "--out", out],
+                 timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result.stdout
 
@@ -45,6 +46,17 @@ def test_first_losses_agree(cpu_benchmark):
 def test_benchmark_refuses_what_it_cannot_run():
     result = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "llama-3.1-8b"], timeout=120)
     assert result.returncode == 2 and "use --arch tiny" in result.stderr
+
+
+def test_benchmark_takes_the_recipes_flags():
+    """The recipes' flag names (issue #13), in its help and in its errors."""
+    help_text = run(["scripts/benchmark.py", "--help"], timeout=120).stdout
+    for flag in ("--max-seq-length", "--batch-size", "--grad-accum", "--max-steps", "--r", "--model-dir"):
+        assert flag in help_text, flag
+    bad = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--grad-accum", "0"], timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "error: --grad-accum 0: must be a positive integer"
+    old = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--seq", "128"], timeout=120)
+    assert old.returncode == 2 and "unrecognized arguments: --seq" in old.stderr
 
 
 # ---------------------------------------------------------------- the memory planner
