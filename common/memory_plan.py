@@ -61,6 +61,7 @@ BUNDLED = {
     "meta-llama-3.1-8b": "llama-3.1-8b",
     "llama-3.2-3b": "llama-3.2-3b",
     "deepseek-llm-7b": "deepseek-llm-7b",
+    "deepseek-r1-distill-qwen-1.5b": "deepseek-r1-distill-qwen-1.5b",
 }
 
 

@@ -70,7 +70,7 @@ def shapes():
 def test_bundled_configs_have_the_real_parameter_counts():
     from common.memory_plan import load_config, model_shape
     expected = {"llama-3.1-8b": 8.03e9, "llama-3.2-3b": 3.21e9, "deepseek-llm-7b": 6.91e9,
-                "llama-3.2-11b-vision": 10.67e9}
+                "llama-3.2-11b-vision": 10.67e9, "deepseek-r1-distill-qwen-1.5b": 1.777e9}
     for arch, params in expected.items():
         assert model_shape(load_config(arch), arch).params == pytest.approx(params, rel=0.005), arch
 
