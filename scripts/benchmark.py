@@ -1,8 +1,8 @@
 """Speed and memory of the recipes' training path against plain transformers + PEFT, on the same data.
 
     python scripts/benchmark.py --arch llama-3.1-8b --max-seq-length 2048 --batch-size 2 --grad-accum 4   # GPU
-    python scripts/benchmark.py --arch llama-3.1-8b --lengths real --batch-size 8 --grad-accum 1         # bundled chat lengths
-    python scripts/benchmark.py --device cpu --arch tiny --max-seq-length 128 --max-steps 4              # CPU: keeps the script alive
+    python scripts/benchmark.py --arch llama-3.1-8b --lengths real --batch-size 8 --grad-accum 1   # bundled lengths
+    python scripts/benchmark.py --device cpu --arch tiny --max-seq-length 128 --max-steps 4        # CPU: keeps it alive
 
 The flags are the recipes' own: --max-seq-length, --batch-size, --grad-accum, --max-steps, --r.
 
@@ -277,7 +277,7 @@ def main(argv=None):
     parser.add_argument("--arch", default="llama-3.1-8b", choices=ARCHS)
     parser.add_argument("--device", default=None, choices=["cuda", "cpu"], help="default: cuda if there is a GPU")
     parser.add_argument("--lengths", default="fixed", choices=["fixed", "real"],
-                        help="fixed: every example --max-seq-length tokens; real: the bundled multi-turn chats' lengths")
+                        help="fixed: every example --max-seq-length tokens; real: the bundled chats' lengths")
     parser.add_argument("--max-seq-length", "--max_seq_length", dest="seq", type=int, default=2048,
                         help="tokens per example (fixed) or of the longest example (real); default 2048")
     parser.add_argument("--batch-size", "--batch_size", dest="batch", type=int, default=2,
