@@ -4,6 +4,7 @@ batches built the way TRL's collator and Unsloth build them on a GPU."""
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -289,3 +290,145 @@ def test_the_vision_processor_is_the_real_models(small_configs):
     assert model.get_input_embeddings().num_embeddings > 128256  # Mllama's vocab + 8 rows: <|image|> has one
     with torch.no_grad():
         assert math.isfinite(float(model(**batch).loss))
+
+
+# ------------------------------------------------------------------ the GPU rows, from recorded runs
+
+def fake_gpu_context(tmp_path, monkeypatch):
+    """gpu_check's Context in GPU mode whose subprocesses are replaced by what a GPU run records, so the GPU side of
+    the rows and the report is checked here (a GPU hour is too rare to find a KeyError there)."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_check
+
+    from common.real_tokenizers import tokenizer_dir
+    args = argparse.Namespace(device="cuda", out=tmp_path / "out", work=None, cache=None, keep_models=True,
+                              max_steps=None, t4_steps=5, time_limit=None)
+    ctx = gpu_check.Context(args)
+    ctx.gpu = {"name": "NVIDIA H200", "total_gib": 139.8}
+    # the real configs and tokenizers stand in for the random-weight models (they hold config.json and tokenizer.json)
+    ctx.models = {group: str(tokenizer_dir(family)) for group, (_, family) in gpu_check.MODELS.items()}
+    calls = []
+
+    def run(name, command, timeout=0):
+        command = [str(c) for c in command]
+        calls.append(command)
+        text, rc = "", 0
+        if "--record" in command:  # a recipe through the probe
+            record = Path(command[command.index("--record") + 1])
+            t4 = "--t4" in command
+            run_dir = Path(command[command.index("--output-dir") + 1])
+            run_dir.mkdir(parents=True, exist_ok=True)
+            losses = [12.0 - 0.1 * i for i in range(20)]
+            (run_dir / "log_history.json").write_text(json.dumps(
+                [{"loss": x, "num_tokens": 1000 * (i + 1)} for i, x in enumerate(losses)]))
+            (run_dir / "eval.json").write_text(json.dumps({"training": {"seconds": 10.0, "peak_gpu_gib": 6.3,
+                                                                        "median_step_seconds": 0.5}}))
+            fill = any("-long.jsonl" in c for c in command)
+            vision = "recipes/llama_vision.py" in command
+            width = 2048 if fill else 700
+            batches = {"training_forwards": 80, "other_forwards": 4, "sequences": 160, "real_tokens": 80 * width,
+                       "padded_positions": 300 if vision else 0, "trained_positions": 50000, "lost_labels": 0,
+                       "unknown_sequences": 0, "wrong_labels": 0, "trained_padding": 0, "trained_boundaries": 0,
+                       "one_row_packed": 0 if vision else 80, "one_row_no_mask": 0 if vision else 80,
+                       "max_tokens_per_forward": 2 * width, "max_rows": 2 if vision else 1,
+                       "max_width": 60 if vision else 2 * width, "min_sequence_length": width if fill else 100,
+                       "max_sequence_length": width, "labels_ok": True, "padding_free": not vision, "problems": [],
+                       "first_forwards": [{"rows": 2 if vision else 1, "width": 60 if vision else 2 * width,
+                                           "attention_mask": vision, "sequence_lengths": [width, width]}]}
+            data = {"ok": True, "run_dir": str(run_dir), "batches": batches,
+                    "trainer": {"bf16": not t4, "fp16": t4, "padding_free": not vision},
+                    "model": {"dtype": "float16" if t4 else "bfloat16", "attention": "sdpa"},
+                    "t4": {"cap_gib": 14.29} if t4 else None}
+            if not t4:
+                data["adapter_tensors"] = {"ok": True, "tensors": 448, "saved_dtypes": ["float32"], "n_different": 0}
+                data["reload_inputs"] = {"path": "x"}
+            record.write_text(json.dumps(data))
+            text = "🦥 Unsloth: Padding-free auto-enabled, enabling faster training."
+        elif "--reload" in command:
+            record = Path(command[command.index("--reload") + 1])
+            data = json.loads(record.read_text())
+            loader = command[command.index("--loader") + 1]
+            data.setdefault("reload", {})[loader] = {
+                "ok": True, "identical": loader == "unsloth", "max_abs_diff": 0.0 if loader == "unsloth" else 0.02,
+                "relative_diff": 0.0 if loader == "unsloth" else 0.005, "tolerance": 0.05, "loaded_as": "LlamaForCausalLM",
+                "quantized": True, "top1_agreement": 1.0, "positions": 256, "adapter_effect_max_abs": 1.5}
+            record.write_text(json.dumps(data))
+        elif "scripts/benchmark.py" in command:
+            out = Path(command[command.index("--out") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            kinds = ["recipe", "hf"] if "--runs" in command else ["recipe", "unsloth", "hf"]
+            speed = {"recipe": 9600, "unsloth": 9700, "hf": 5200 if "fixed" in command else 2900}
+            runs = [{"run": k, "label": k, "tokens_per_s": speed[k], "trained_tokens_per_s": speed[k] * 0.75,
+                     "peak_gib": 7.2 if k != "hf" else 12.0, "padding_pct": 0 if k != "hf" else 40} for k in kinds]
+            (out / "results.json").write_text(json.dumps({
+                "runs": runs, "first_losses": {k: 12.0 for k in kinds if k != "unsloth"}, "first_losses_agree": True,
+                "predicted_peak_gib": {k: 7.3 if k != "hf" else 12.0 for k in kinds}}))
+            (out / "table.md").write_text("| run | tokens/s |\n")
+        elif "--build" in command:  # the NAME-bnb-4bit copy
+            text = f"built {command[command.index('--build') + 1].split(':', 1)[1]}-bnb-4bit\n"
+        elif "recipes/deepseek_multiturn.py" in command:  # the export's 4-bit run
+            run_dir = Path(command[command.index("--output-dir") + 1])
+            (run_dir / "adapter").mkdir(parents=True, exist_ok=True)
+            base = command[command.index("--model") + 1]
+            (run_dir / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base}))
+        elif "--export-worker" in command:
+            spec = json.loads(Path(command[command.index("--export-worker") + 1]).read_text())
+            (Path(spec["out"]) / "merged16").mkdir(parents=True, exist_ok=True)
+            (Path(spec["out"]) / "merged16" / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
+            parity = {"prompts": 5, "prompt_ids_match": 5, "agree": 150, "ties": 4, "total": 160, "identical": 3}
+            Path(spec["result"]).write_text(json.dumps({
+                "seconds": 60, "parity": {"f16": parity, "q4_k_m": {**parity, "agree": 100}},
+                "steps": [{"step": s, "seconds": 5.0, "peak_host_gib": 4.0, "peak_gpu_gib": 3.5}
+                          for s in ("merged16", "f16", "q4_k_m", "parity")]}))
+        elif "scripts/export.py" in command:
+            out = Path(command[command.index("--out") + 1]) / "merged16"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text("{}")
+        return {"rc": rc, "seconds": 1.0, "log": str(ctx.work / "logs" / f"{name}.log"), "text": text, "tail": text}
+
+    monkeypatch.setattr(ctx, "run", run)
+    return gpu_check, ctx, calls
+
+
+def test_gpu_rows_are_built_from_what_the_runs_record(tmp_path, monkeypatch):
+    gpu_check, ctx, calls = fake_gpu_context(tmp_path, monkeypatch)
+    results = {"meta": {"runs": [{"started": "now", "argv": ["scripts/gpu_check.py"], "device": "cuda",
+                                  "gpu": ctx.gpu, "versions": {}, "builds": {}}]}, "checks": {}}
+    for check in gpu_check.CHECKS:
+        row = gpu_check.RUNNERS[check.run](ctx, check)
+        results["checks"][check.id] = {**row, "part": check.part, "title": check.title}
+        found = items(row)
+        # the recorded peaks are made up (6.3 GiB for every model), so the planner's comparison may fail here
+        failed = [i for i in row["items"] if i["ok"] is False and not i["name"].startswith("memory vs plan")]
+        assert not failed, (check.id, failed)
+        if check.run == "recipe":
+            assert "planned" in found["memory vs plan"]["detail"] and "largest batch seen" in found["memory vs plan"][
+                "detail"]
+        if check.run == "recipe" and not check.options.get("vision"):
+            assert found["padding-free"]["ok"] and "Unsloth said it enabled padding-free" in found["padding-free"]["detail"]
+        if check.part == "t4":
+            assert found["fp16 and SDPA"]["ok"] and found["planner predicted the outcome"]["ok"]
+            assert found["README claim"]["ok"], found["README claim"]
+        if check.id == "speed-fixed":
+            assert {"recipe within 3% of raw Unsloth", "at least 1.8x HF + PEFT", "at most 0.6x HF + PEFT's memory"} \
+                <= set(found)
+    recipe = [c for c in calls if "--record" in c and "recipes/llama_text.py" in c and "--t4" not in c][0]
+    assert recipe[recipe.index("--learning-rate") + 1] == "1e-3" and "--t4" not in recipe
+    t4 = [c for c in calls if "--t4" in c and "recipes/llama_text.py" in c][0]
+    assert "--learning-rate" not in t4 and "--batch-size" not in t4 and t4[t4.index("--max-steps") + 1] == "5"
+    export = items(results["checks"]["export-4bit"])
+    assert export["16-bit base from the -bnb-4bit name"]["ok"] and export["parity f16"]["ok"]
+    report = gpu_check.report_markdown(results)
+    assert "### t4-llama:" in report and "PASS README claim" in report and "PASS recipe within 3% of raw" in report
+
+    # an OOM in T4 mode that the planner said would fit is the planner's failure, and the claim's
+    failed = {"ok": False, "error": {"type": "OutOfMemoryError", "out_of_memory": True, "message": "CUDA out of memory"},
+              "peak_reserved_gib": 14.2}
+    rows = gpu_check.t4_items(gpu_check.BY_ID["t4-llama"], failed, False, failed["error"],
+                              gpu_check.plan_for("llama-3.1-8b", 2048, 2, 16, True, "t4", 0), 14.2)
+    found = {i["name"]: i for i in rows}
+    assert found["planner predicted the outcome"]["ok"] is False and "ran out of memory" in found[
+        "planner predicted the outcome"]["detail"]
+    assert found["README claim"]["ok"] is False
