@@ -60,6 +60,7 @@ BUNDLED = {
     "meta-llama-3.1-8b": "llama-3.1-8b",
     "llama-3.2-3b": "llama-3.2-3b",
     "deepseek-llm-7b": "deepseek-llm-7b",
+    "deepseek-r1-distill-qwen-1.5b": "deepseek-r1-distill-qwen-1.5b",
 }
 
 
@@ -294,7 +295,7 @@ def plan_memory(model: str, gpu: str | None = None, seq: int = 2048, r: int = 16
     if shape is None:
         shape = model_shape(load_config(model), model)
     if seq > shape.max_positions:
-        notes.append(f"--seq {seq} is beyond the model's {shape.max_positions} positions")
+        notes.append(f"--max-seq-length {seq} is beyond the model's {shape.max_positions} positions")
     images = images if shape.vision is not None else 0
     if shape.vision is not None and not images:
         notes.append("vision model planned for text only: pass images=1 (--images 1) "

@@ -1,8 +1,10 @@
 """Speed and memory of the recipes' training path against plain transformers + PEFT, on the same data.
 
-    python scripts/benchmark.py --arch llama-3.1-8b --seq 2048 --batch 2 --accum 4            # GPU
-    python scripts/benchmark.py --arch llama-3.1-8b --lengths real --batch 8 --accum 1       # bundled chat lengths
-    python scripts/benchmark.py --device cpu --arch tiny --seq 128 --steps 4                 # CPU: keeps the script alive
+    python scripts/benchmark.py --arch llama-3.1-8b --max-seq-length 2048 --batch-size 2 --grad-accum 4   # GPU
+    python scripts/benchmark.py --arch llama-3.1-8b --lengths real --batch-size 8 --grad-accum 1   # bundled lengths
+    python scripts/benchmark.py --device cpu --arch tiny --max-seq-length 128 --max-steps 4        # CPU: keeps it alive
+
+The flags are the recipes' own: --max-seq-length, --batch-size, --grad-accum, --max-steps, --r.
 
 The model is built with random weights from a bundled config (benchmarks/configs/ARCH.json, written from the
 real config.json values), so nothing is downloaded: speed and memory depend on shapes, not on trained weights.
@@ -13,13 +15,16 @@ Each run is its own subprocess (importing Unsloth patches transformers, so the r
   unsloth         raw Unsloth as its notebooks use it: input_ids only, every token trained (GPU, --lengths fixed)
   hf              transformers AutoModelForCausalLM (+ BitsAndBytesConfig nf4 on a GPU; float32 on a CPU, which
                   has no nf4 training path) + PEFT get_peft_model + gradient checkpointing + HF Trainer, padded batches
---lengths fixed: every example is --seq random tokens, the first quarter masked as the prompt.
+--lengths fixed: every example is --max-seq-length random tokens, the first quarter masked as the prompt.
 --lengths real:  the examples of datasets/chat_multiturn/train.jsonl with exact assistant-only labels (the tiny
-                 model's tokenizer); for a big arch, lengths and label masks are scaled so the longest is --seq.
+                 model's tokenizer); for a big arch, lengths and label masks are scaled so the longest is
+                 --max-seq-length.
 Reports the median step time after --warmup steps, tokens/s (all real tokens, and trained tokens), peak memory
 (GPU reserved; on a CPU, the process's peak RSS), MFU against the GPU's dense 16-bit peak (LoRA: 4 x matmul
 parameters per token + causal attention; the recompute of gradient checkpointing is not counted) and the first
 losses, which must agree. Writes OUT/results.json and OUT/table.md (OUT is --out).
+--model-dir DIR times a model directory already built (random weights of ARCH's shape; scripts/gpu_check.py passes
+the one it built) instead of building ARCH into the cache.
 """
 import argparse
 import json
@@ -183,6 +188,8 @@ def worker(spec: dict) -> dict:
         model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=dtype, quantization_config=quant,
                                                      device_map={"": 0} if on_gpu else None)
         tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+        if tokenizer.pad_token is None:  # a real Llama-3 tokenizer has none: pad with EOS (those labels are -100)
+            tokenizer.pad_token = tokenizer.eos_token
         if four_bit:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
         else:
@@ -270,12 +277,18 @@ def main(argv=None):
     parser.add_argument("--arch", default="llama-3.1-8b", choices=ARCHS)
     parser.add_argument("--device", default=None, choices=["cuda", "cpu"], help="default: cuda if there is a GPU")
     parser.add_argument("--lengths", default="fixed", choices=["fixed", "real"],
-                        help="fixed: every example --seq tokens; real: the bundled multi-turn chats' lengths")
-    parser.add_argument("--seq", type=int, default=2048)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--accum", type=int, default=4)
+                        help="fixed: every example --max-seq-length tokens; real: the bundled chats' lengths")
+    parser.add_argument("--max-seq-length", "--max_seq_length", dest="seq", type=int, default=2048,
+                        help="tokens per example (fixed) or of the longest example (real); default 2048")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch", type=int, default=2,
+                        help="examples per forward pass (default 2)")
+    parser.add_argument("--grad-accum", "--grad_accum", dest="accum", type=int, default=4,
+                        help="gradient accumulation: micro batches per optimizer step (default 4)")
     parser.add_argument("--r", type=int, default=32, help="LoRA rank on every linear layer (alpha = r)")
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
+    parser.add_argument("--max-steps", "--max_steps", dest="steps", type=int, default=12,
+                        help="optimizer steps per run (default 12)")
+    parser.add_argument("--model-dir", default=None,
+                        help="a model directory of ARCH's shape to time, instead of building one (random weights)")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
     parser.add_argument("--runs", default=None, help="comma-separated, of: " + ", ".join(LABELS) +
                         " (default: recipe,unsloth,hf for fixed lengths, recipe,unsloth_padded,hf for real; "
@@ -304,9 +317,12 @@ def main(argv=None):
                         "--model llama-3.2-11b-vision --images 1 predicts its memory")
     if device == "cpu" and args.arch != "tiny":
         raise UserError(f"--device cpu --arch {args.arch}: a real-size model is far too slow on a CPU; use --arch tiny")
-    for flag in ("seq", "batch", "accum", "steps", "r"):
-        if getattr(args, flag) <= 0:
-            raise UserError(f"--{flag} {getattr(args, flag)}: must be a positive integer")
+    for flag, value in (("--max-seq-length", args.seq), ("--batch-size", args.batch), ("--grad-accum", args.accum),
+                        ("--max-steps", args.steps), ("--r", args.r)):
+        if value <= 0:
+            raise UserError(f"{flag} {value}: must be a positive integer")
+    if args.model_dir and not (Path(args.model_dir) / "config.json").is_file():
+        raise UserError(f"--model-dir {args.model_dir}: no config.json there; give a model directory")
     default_runs = (["recipe", "hf"] if device == "cpu" else
                     ["recipe", "unsloth", "hf"] if args.lengths == "fixed" else ["recipe", "unsloth_padded", "hf"])
     runs = [r.strip() for r in args.runs.split(",")] if args.runs else default_runs
@@ -316,7 +332,7 @@ def main(argv=None):
     out = Path(args.out or ROOT / "runs" / "benchmark" / f"{args.arch}-{args.lengths}-{device}")
     out.mkdir(parents=True, exist_ok=True)
 
-    model_dir = random_model_dir(args.arch)
+    model_dir = Path(args.model_dir) if args.model_dir else random_model_dir(args.arch)
     shape = model_shape(load_config(str(model_dir)), args.arch)
     need = args.steps * args.batch * args.accum
     examples = build_examples(args.lengths, args.seq, shape.vocab, need, args.seed)

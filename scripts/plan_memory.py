@@ -6,8 +6,9 @@
     python scripts/plan_memory.py --model unsloth/Meta-Llama-3.1-70B-Instruct --gpu 24gb --gpus 4 --fsdp
     python scripts/plan_memory.py --check-references                               # the model against measurements
 
---model is a bundled arch (llama-3.1-8b, llama-3.2-3b, deepseek-llm-7b, llama-3.2-11b-vision; their hub ids
-too), a config.json, a local model directory, or another hub id (only its config.json is downloaded).
+--model is a bundled arch (llama-3.1-8b, llama-3.2-3b, deepseek-llm-7b, deepseek-r1-distill-qwen-1.5b,
+llama-3.2-11b-vision; their hub ids too), a config.json, a local model directory, or another hub id (only its
+config.json is downloaded).
 The flags are the recipes' own (--max-seq-length, --batch-size, --r, --load-in-4bit). The estimate's constants
 were fitted to five measured peaks; treat it as about ±15% (see common/memory_plan.py).
 Exit code 0 when it fits, 1 when it does not, 2 for a bad argument.

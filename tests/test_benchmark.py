@@ -10,8 +10,9 @@ from conftest import run
 @pytest.fixture(scope="module")
 def cpu_benchmark(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    result = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--lengths", "real", "--seq", "256",
-                  "--batch", "2", "--accum", "2", "--steps", "3", "--warmup", "1", "--out", out], timeout=400)
+    result = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--lengths", "real", "--max-seq-length",
+                  "256", "--batch-size", "2", "--grad-accum", "2", "--max-steps", "3", "--warmup", "1", "--out", out],
+                 timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result.stdout
 
@@ -47,6 +48,17 @@ def test_benchmark_refuses_what_it_cannot_run():
     assert result.returncode == 2 and "use --arch tiny" in result.stderr
 
 
+def test_benchmark_takes_the_recipes_flags():
+    """The recipes' flag names (issue #13), in its help and in its errors."""
+    help_text = run(["scripts/benchmark.py", "--help"], timeout=120).stdout
+    for flag in ("--max-seq-length", "--batch-size", "--grad-accum", "--max-steps", "--r", "--model-dir"):
+        assert flag in help_text, flag
+    bad = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--grad-accum", "0"], timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "error: --grad-accum 0: must be a positive integer"
+    old = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--seq", "128"], timeout=120)
+    assert old.returncode == 2 and "unrecognized arguments: --seq" in old.stderr
+
+
 # ---------------------------------------------------------------- the memory planner
 
 @pytest.fixture(scope="module")
@@ -58,7 +70,7 @@ def shapes():
 def test_bundled_configs_have_the_real_parameter_counts():
     from common.memory_plan import load_config, model_shape
     expected = {"llama-3.1-8b": 8.03e9, "llama-3.2-3b": 3.21e9, "deepseek-llm-7b": 6.91e9,
-                "llama-3.2-11b-vision": 10.67e9}
+                "llama-3.2-11b-vision": 10.67e9, "deepseek-r1-distill-qwen-1.5b": 1.777e9}
     for arch, params in expected.items():
         assert model_shape(load_config(arch), arch).params == pytest.approx(params, rel=0.005), arch
 
