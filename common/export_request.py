@@ -67,6 +67,9 @@ def check_export_request(to: str, quants, model_type: str, architectures: list[s
         raise UserError(f"export {to!r}: choose one of none, {', '.join(TARGETS)}")
     if to != "gguf":
         return []
-    names = parse_quants(quants)
-    refuse_gguf(model_type, architectures, f"a {model_type} model")
-    return names
+    try:  # the model first: no quant would help; said with the recipe's flags (--export, --export-quants)
+        refuse_gguf(model_type, architectures, f"a {model_type} model")
+        return parse_quants(quants)
+    except UserError as err:
+        raise UserError("--export gguf: " + str(err).replace("--to ", "--export ").replace("--quant ", "--export-quants ")
+                        ) from None

@@ -46,6 +46,7 @@ from common.export import export_run
 from common.export_request import check_export_request
 from common.lora import check_lora_options
 from common.loss_plot import save_loss_plot
+from common.memory_plan import load_config
 from common.preflight import seq2seq_preflight
 from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
 from common.seq2seq import (compare_replies, padding_share, resolve_targets, run_comparison, seq2seq_outline,
@@ -131,7 +132,8 @@ if "wi_0" in targets and "wi_0" not in cfg.targets:
     print("targets: wi is wi_0 and wi_1 here (gated feed-forward, as on mt0); PEFT alone would match neither")
 for _, names, _ in EXPERIMENTS if cfg.compare else ():
     resolve_targets(names, linear_layers)
-check_export_request(cfg.export, [], "t5")
+config = load_config(model_name)
+check_export_request(cfg.export, ["f16"], config.model_type, config.architectures)
 run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
 on_gpu = torch.cuda.is_available()
 if cfg.compare:  # each configuration in its own process, from the same freshly loaded base model

@@ -15,10 +15,11 @@ def test_possible_requests_pass_and_return_the_gguf_types():
 
 @pytest.mark.parametrize("to,quants,model_type,architectures,message", [
     ("ggml", "f16", "llama", None, "export 'ggml': choose one of none, adapter, merged16, gguf"),
-    ("gguf", "q5_k_s", "llama", None, "--quant q5_k_s: choose from f16, q8_0, q4_k_m"),
-    ("gguf", "", "llama", None, "--quant (none): choose from f16, q8_0, q4_k_m"),
+    ("gguf", "q5_k_s", "llama", None, "--export gguf: --export-quants q5_k_s: choose from f16, q8_0, q4_k_m"),
+    ("gguf", "", "llama", None, "--export-quants (none): choose from f16, q8_0, q4_k_m"),
     ("gguf", "f16", "mllama", ["MllamaForConditionalGeneration"], "llama.cpp has no Mllama support"),
     ("gguf", "f16", "t5", ["T5ForConditionalGeneration"], "is an encoder-decoder model (t5)"),
+    ("gguf", "f16", "t5", None, "export it with --export merged16"),  # the recipe's flag, not scripts/export.py's
     ("gguf", "f16", "mt5", None, "is an encoder-decoder model (mt5)"),
     ("gguf", "f16", "whisper", ["WhisperForConditionalGeneration"], "encoder-decoder"),
     ("gguf", "f16", "made_up", ["MadeUpForCausalLM"], "an architecture llama.cpp's converter does not convert"),
