@@ -71,5 +71,5 @@ def check_export_request(to: str, quants, model_type: str, architectures: list[s
         refuse_gguf(model_type, architectures, f"a {model_type} model")
         return parse_quants(quants)
     except UserError as err:
-        raise UserError("--export gguf: " + str(err).replace("--to ", "--export ").replace("--quant ", "--export-quants ")
-                        ) from None
+        message = str(err).replace("--to ", "--export ").replace("--quant ", "--export-quants ")
+        raise UserError(f"--export gguf: {message}") from None

@@ -68,7 +68,8 @@ def random_model_dir(arch: str) -> Path:
     directory = root / f"random-{arch}"
     if (directory / "config.json").exists():
         return directory
-    print(f"building a random-weight {arch} from benchmarks/configs/{arch}.json (once; cached in {directory})", flush=True)
+    print(f"building a random-weight {arch} from benchmarks/configs/{arch}.json (once; cached in {directory})",
+          flush=True)
     config = AutoConfig.from_pretrained(str(ROOT / "benchmarks" / "configs" / f"{arch}.json"))
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -198,8 +199,9 @@ def worker(spec: dict) -> dict:
         model.config.use_cache = False
         model = get_peft_model(model, LoraConfig(r=spec["r"], lora_alpha=spec["r"], lora_dropout=0.0, bias="none",
                                                  target_modules=targets, task_type="CAUSAL_LM"))
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
         trainer = Trainer(model=model, args=TrainingArguments(**common_args), train_dataset=Dataset.from_list(examples),
-                          data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
+                          data_collator=collator,
                           callbacks=[timer, Snapshot()])
     else:
         from transformers import DataCollatorForSeq2Seq
@@ -229,7 +231,8 @@ def worker(spec: dict) -> dict:
     return {
         "kind": kind, "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
         "dtype": str(dtype).removeprefix("torch."), "four_bit": four_bit,
-        "step_seconds": timer.seconds, "steps": steps, "max_batch_tokens": counter.max_batch, "losses": losses, "seconds": seconds,
+        "step_seconds": timer.seconds, "steps": steps, "max_batch_tokens": counter.max_batch, "losses": losses,
+        "seconds": seconds,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "peak_gib": torch.cuda.max_memory_reserved() / 2**30 if on_gpu
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,

@@ -54,7 +54,8 @@ def test_benchmark_takes_the_recipes_flags():
     for flag in ("--max-seq-length", "--batch-size", "--grad-accum", "--max-steps", "--r", "--model-dir"):
         assert flag in help_text, flag
     bad = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--grad-accum", "0"], timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == "error: --grad-accum 0: must be a positive integer"
+    last = bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode == 2 and last == "error: --grad-accum 0: must be a positive integer"
     old = run(["scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--seq", "128"], timeout=120)
     assert old.returncode == 2 and "unrecognized arguments: --seq" in old.stderr
 
@@ -111,7 +112,8 @@ def test_the_prediction_grows_with_each_setting_as_its_formula_says(shapes):
 
 def test_8b_fits_a_t4_in_4bit_at_2k(shapes):
     from common.memory_plan import plan_memory
-    plan = plan_memory("llama-3.1-8b", gpu="t4", seq=2048, r=16, batch=2, load_in_4bit=True, shape=shapes["llama-3.1-8b"])
+    plan = plan_memory("llama-3.1-8b", gpu="t4", seq=2048, r=16, batch=2, load_in_4bit=True,
+                       shape=shapes["llama-3.1-8b"])
     assert plan.fits and plan.max_seq >= 2048 and plan.need_gib < 14.74
     assert "fits" in plan.summary() and "DOES NOT FIT" not in plan.summary()
 
@@ -138,7 +140,8 @@ def test_too_long_a_sequence_gets_the_longest_that_fits(shapes):
 def test_planner_cli(tmp_path):
     fits = run(["scripts/plan_memory.py", "--model", "unsloth/Meta-Llama-3.1-8B-Instruct", "--gpu", "t4"], timeout=120)
     assert fits.returncode == 0 and "fits" in fits.stdout and "Tesla T4" in fits.stdout
-    too_big = run(["scripts/plan_memory.py", "--model", "llama-3.1-8b", "--gpu", "t4", "--no-load-in-4bit"], timeout=120)
+    too_big = run(["scripts/plan_memory.py", "--model", "llama-3.1-8b", "--gpu", "t4", "--no-load-in-4bit"],
+                  timeout=120)
     assert too_big.returncode == 1 and "load in 4-bit" in too_big.stdout
     bad = run(["scripts/plan_memory.py", "--model", "llama-3.1-8b", "--gpu", "t5"], timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --gpu t5")

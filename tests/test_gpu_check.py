@@ -352,7 +352,8 @@ def fake_gpu_context(tmp_path, monkeypatch):
             loader = command[command.index("--loader") + 1]
             data.setdefault("reload", {})[loader] = {
                 "ok": True, "identical": loader == "unsloth", "max_abs_diff": 0.0 if loader == "unsloth" else 0.02,
-                "relative_diff": 0.0 if loader == "unsloth" else 0.005, "tolerance": 0.05, "loaded_as": "LlamaForCausalLM",
+                "relative_diff": 0.0 if loader == "unsloth" else 0.005, "tolerance": 0.05,
+                "loaded_as": "LlamaForCausalLM",
                 "quantized": True, "top1_agreement": 1.0, "positions": 256, "adapter_effect_max_abs": 1.5}
             record.write_text(json.dumps(data))
         elif "scripts/benchmark.py" in command:
@@ -407,7 +408,8 @@ def test_gpu_rows_are_built_from_what_the_runs_record(tmp_path, monkeypatch):
             assert "planned" in found["memory vs plan"]["detail"] and "largest batch seen" in found["memory vs plan"][
                 "detail"]
         if check.run == "recipe" and not check.options.get("vision"):
-            assert found["padding-free"]["ok"] and "Unsloth said it enabled padding-free" in found["padding-free"]["detail"]
+            padding_free = found["padding-free"]
+            assert padding_free["ok"] and "Unsloth said it enabled padding-free" in padding_free["detail"]
         if check.part == "t4":
             assert found["fp16 and SDPA"]["ok"] and found["planner predicted the outcome"]["ok"]
             assert found["README claim"]["ok"], found["README claim"]
@@ -424,8 +426,8 @@ def test_gpu_rows_are_built_from_what_the_runs_record(tmp_path, monkeypatch):
     assert "### t4-llama:" in report and "PASS README claim" in report and "PASS recipe within 3% of raw" in report
 
     # an OOM in T4 mode that the planner said would fit is the planner's failure, and the claim's
-    failed = {"ok": False, "error": {"type": "OutOfMemoryError", "out_of_memory": True, "message": "CUDA out of memory"},
-              "peak_reserved_gib": 14.2}
+    failed = {"ok": False, "peak_reserved_gib": 14.2,
+              "error": {"type": "OutOfMemoryError", "out_of_memory": True, "message": "CUDA out of memory"}}
     rows = gpu_check.t4_items(gpu_check.BY_ID["t4-llama"], failed, False, failed["error"],
                               gpu_check.plan_for("llama-3.1-8b", 2048, 2, 16, True, "t4", 0), 14.2)
     found = {i["name"]: i for i in rows}
