@@ -69,26 +69,4 @@ def test_adalora_reallocates_ranks(tmp_path):
     assert len(set(ranks.values())) > 1 and max(ranks.values()) > 2
 
 
-BAD = [
-    (["--r", "0"], "--r 0: the LoRA rank must be a positive integer"),
-    (["--adalora", "--use-dora"], "PEFT's AdaLoRA has no DoRA"),
-    (["--adalora", "--use-rslora"], "PEFT's AdaLoRA has no rsLoRA scaling"),
-    (["--adalora", "--init", "pissa"], "AdaLoRA starts from its own SVD form"),
-    (["--adalora", "--init-r", "4", "--target-r", "8"], "need 0 < --target-r (8) <= --init-r (4)"),
-    (["--adalora", "--tinit", "20", "--tfinal", "10", "--max-steps", "25"],
-     "must be below the 25 planned optimizer steps"),
-    (["--init", "loftq", "--load-in-4bit"], "--init loftq needs 16-bit base weights"),
-    (["--init", "svd"], "--init svd: choose one of default, gaussian, pissa, loftq"),
-    (["--targets", "q_proj,qkv_proj"],
-     "this model has no layer named qkv_proj; use a preset (attention, mlp, all-linear) "
-     "or names from: down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj"),
-]
-
-
-@pytest.mark.parametrize("args,message", BAD)
-def test_bad_lora_options_stop_before_the_model_loads(tmp_path, args, message):
-    result = run(["recipes/llama_text.py", "--model", "tiny", "--output-dir", tmp_path / "r", *args])
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert "loading " not in result.stdout  # refused before any model was loaded
-    assert not (tmp_path / "r").exists()
+# Bad LoRA options and combinations: tests/test_early_checks.py, every recipe, before any model loads.
