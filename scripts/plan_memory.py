@@ -1,7 +1,7 @@
 """Will a LoRA run fit the GPU? Predict its peak memory from the model's config, before downloading weights.
 
     python scripts/plan_memory.py --model unsloth/Meta-Llama-3.1-8B-Instruct --gpu t4
-    python scripts/plan_memory.py --model llama-3.1-8b --gpu t4 --16bit            # does not fit: says what does
+    python scripts/plan_memory.py --model llama-3.1-8b --gpu t4 --no-load-in-4bit  # does not fit: says what does
     python scripts/plan_memory.py --model path/to/config.json --gpu 24gb --max-seq-length 8192 --r 64
     python scripts/plan_memory.py --model unsloth/Meta-Llama-3.1-70B-Instruct --gpu 24gb --gpus 4 --fsdp
     python scripts/plan_memory.py --check-references                               # the model against measurements
