@@ -74,7 +74,12 @@ def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
 
     config = base_config(base)
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    dtype = torch.bfloat16 if str(stored).replace("torch.", "") == "bfloat16" else torch.float16
+    if str(stored).replace("torch.", "") == "bfloat16":
+        dtype = torch.bfloat16
+    elif is_encoder_decoder(config):  # T5 and mT5 overflow in float16 (inf in their feed-forward): keep float32
+        dtype = torch.float32
+    else:
+        dtype = torch.float16
     on_gpu = torch.cuda.is_available()
     # Merge in float32 on a CPU (float16 matmuls there are slow and round twice), then store 16-bit.
     model = model_class(config).from_pretrained(base, dtype=dtype if on_gpu else torch.float32,

@@ -110,13 +110,7 @@ def test_merged16_export_of_a_seq2seq_run(tiny_run):
     from common.export import export_run
 
     out, _ = tiny_run
-    try:
-        exported = export_run(out, "merged16", (), overwrite=True)
-    except ValueError as err:
-        if "AutoModelForCausalLM" in str(err):
-            pytest.skip("common/export.py loads every base with AutoModelForCausalLM, which has no T5/mT5 class; "
-                        "merged16 of a seq2seq run waits for the export rewrite (AutoModelForSeq2SeqLM)")
-        raise
+    exported = export_run(out, "merged16", (), overwrite=True)
     merged = AutoModelForSeq2SeqLM.from_pretrained(exported["merged16"], dtype=torch.float32).eval()
     probe = torch.load(out / "probe.pt")
     with torch.no_grad():
