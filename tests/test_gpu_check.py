@@ -3,6 +3,7 @@ runs and reports, and what a CPU cannot check says so. And scripts/recipe_probe.
 batches built the way TRL's collator and Unsloth build them on a GPU."""
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -103,7 +104,9 @@ def test_export_merges_converts_and_matches_llama_cpp(cpu_check):
     row = results["checks"]["export-4bit"]
     assert row["status"] == "pass", row["items"]
     found = items(row)
-    assert found["parity f16"]["ok"] and "prompt ids match 5/5" in found["parity f16"]["detail"]
+    # every prompt of the run's own eval file (its size depends on the data) tokenizes identically
+    matched = re.search(r"prompt ids match (\d+)/(\d+)", found["parity f16"]["detail"])
+    assert found["parity f16"]["ok"] and matched and matched[1] == matched[2] and int(matched[2]) >= 2
     assert found["scripts/export.py --to merged16 --base"]["ok"]
     assert "not applicable on CPU" in found["16-bit base from the -bnb-4bit name"]["detail"]
     steps = {s["step"]: s for s in row["metrics"]["export"]["steps"]}
