@@ -48,6 +48,7 @@ from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
 from common.export import export_run
 from common.export_request import check_export_request
+from common.hub import check_model_available
 from common.labels import build_dataset, opens_think_block
 from common.loss_plot import save_loss_plot
 from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_options, loftq_without_gpu, memory_note,
@@ -191,6 +192,7 @@ else:
     dtype = torch.float32  # a CPU has no fast 16-bit matmuls
 if not load_in_4bit and cfg.init in NEEDS_16BIT and on_gpu:
     print(f"--init {cfg.init} needs 16-bit base weights: loading in 16-bit; {memory_note(shape.params)}")
+check_model_available(model_name)  # a hub id must be cached or downloadable: offline, gated, mirror
 print(f"loading {cfg.model}: {shape.params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
       f"{'4-bit nf4 with double quantisation (QLoRA)' if load_in_4bit else 'no quantisation'}")
 model, tokenizer = FastLanguageModel.from_pretrained(

@@ -51,6 +51,7 @@ from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
 from common.export import export_run
 from common.export_request import check_export_request
+from common.hub import check_model_available
 from common.labels import build_dataset
 from common.lora import check_lora_options
 from common.loss_plot import save_loss_plot
@@ -173,6 +174,7 @@ elif on_gpu:  # bf16 needs Ampere or newer; a T4 (Colab's free GPU) and a V100 g
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 else:
     dtype = torch.float32  # a CPU has no fast 16-bit matmuls
+check_model_available(model_name)  # a hub id must be cached or downloadable: offline, gated, mirror
 print(f"loading {cfg.model}: {shape.params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
       f"{'4-bit' if load_in_4bit else 'no quantisation'}")
 model, processor = load_vision_model(backend, model_name, dtype, load_in_4bit)

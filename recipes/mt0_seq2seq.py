@@ -44,6 +44,7 @@ from common.data import load_conversations
 from common.errors import UserError, report_user_errors
 from common.export import export_run
 from common.export_request import check_export_request
+from common.hub import check_model_available
 from common.lora import check_lora_options
 from common.loss_plot import save_loss_plot
 from common.memory_plan import load_config
@@ -159,6 +160,7 @@ for name, loaded in (("train", train_data), ("eval", eval_data)):
 
 # mT5 overflows in fp16 (inf and NaN losses), so a T4 or V100 trains in float32; bf16 on Ampere or newer
 dtype = torch.bfloat16 if on_gpu and cfg.model != "tiny" and torch.cuda.is_bf16_supported() else torch.float32
+check_model_available(model_name)  # a hub id must be cached or downloadable: offline, gated, mirror
 print(f"loading {cfg.model}: {n_params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
       "transformers + PEFT (Unsloth does not accelerate encoder-decoders)")
 model = AutoModelForSeq2SeqLM.from_pretrained(model_name, dtype=dtype)

@@ -21,6 +21,7 @@ import sys
 
 from common.data import DataError, read_records, to_messages
 from common.errors import UserError, report_user_errors
+from common.hub import check_model_available
 from common.labels import IGNORE_INDEX, LAYOUTS, TemplateError, build_examples, marked_text, trained_spans
 from common.tokenizer import load_tokenizer
 from common.vision import build_vision_examples, is_vision_record, label_tokenizer, to_vision_messages
@@ -34,6 +35,7 @@ def model_tokenizer(model: str, vision: bool = False, log=print):
         from common.tiny_model import tiny_model_path
         from common.tiny_vision import tiny_vision_model_path
         model = str(tiny_vision_model_path() if vision else tiny_model_path("deepseek"))
+    check_model_available(model)
     try:
         if vision:  # the processor's tokenizer, rendering with the processor's chat template
             tokenizer = label_tokenizer(AutoProcessor.from_pretrained(model))
