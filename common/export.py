@@ -142,7 +142,7 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
         raise UserError("--verify compares GGUF files with the merged model: use it with --to gguf")
     run = read_run(run_dir)
     out = Path(out_dir) if out_dir else run.dir / "export"
-    check_output_dir(out)
+    check_output_dir(out, run.dir)
     name = run.dir.resolve().name
     asked = parse_quants(quants) if to == "gguf" else []
     quant_list = ["f16"] + [q for q in asked if q != "f16"] if to == "gguf" else []  # f16 first

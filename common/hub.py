@@ -13,6 +13,8 @@ def check_model_available(model: str, flag: str = "--model") -> None:
     the weights follow when the model loads). Otherwise raise a UserError that says why and what to do."""
     if Path(model).expanduser().exists():
         return
+    if Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+        raise UserError(f"{flag} {model}: not found (no such directory); give a model directory or a hub id")
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import (GatedRepoError, HFValidationError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RemoteEntryNotFoundError, RepositoryNotFoundError)
@@ -21,7 +23,7 @@ def check_model_available(model: str, flag: str = "--model") -> None:
         if isinstance(try_to_load_from_cache(model, "config.json"), str):
             return
     except HFValidationError:
-        raise UserError(f"{flag} {model}: not a local path, and not a hub id (owner/name)") from None
+        raise UserError(f"{flag} {model}: no such directory, and not a hub id (owner/name)") from None
     local = f"or download it where there is a network (hf download {model} --local-dir DIR) and pass {flag} DIR"
     if constants.HF_HUB_OFFLINE:
         raise UserError(f"{flag} {model}: not in the local cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is "

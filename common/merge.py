@@ -25,6 +25,9 @@ def sixteen_bit_base(base: str) -> str:
 
 def base_config(base: str):
     from transformers import AutoConfig
+
+    from common.hub import check_model_available
+    check_model_available(base, flag="--base")  # offline, gated, a typo: one line that says which
     try:
         return AutoConfig.from_pretrained(base)
     except (OSError, ValueError) as err:

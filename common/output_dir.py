@@ -16,9 +16,17 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_output_dir(out: Path):
-    """Refuse an --out that is a file, or that lies in a directory we cannot write in. os.access answers for
-    permissions; a probe file also catches what it does not see (a read-only mount, a full quota, root squash)."""
+def check_output_dir(out: Path, run_dir: Path):
+    """Refuse an --out that is a file, that lies in a directory we cannot write in, or that would write into the
+    saved run itself (its own folder, adapter/ or a checkpoint: the export's adapter/ would land on the run's).
+    os.access answers for permissions; a probe file also catches what it does not see (a read-only mount, a full
+    quota, root squash)."""
+    resolved, run_dir = Path(out).resolve(), Path(run_dir).resolve()
+    inside = [p for p in (resolved, *resolved.parents) if p.parent == run_dir]
+    if resolved == run_dir or (inside and (inside[0].name == "adapter" or inside[0].name.startswith("checkpoint-"))):
+        raise UserError(f"--out {out}: that is inside the saved run {run_dir} (its folder, adapter/ or a checkpoint), "
+                        f"which the export must not change; leave --out unset ({run_dir / 'export'}) or give a "
+                        "directory outside the run")
     existing = nearest_existing(out)
     if not existing.is_dir():
         where = f"--out {out}" + ("" if existing == Path(out).absolute() else f": {existing}")

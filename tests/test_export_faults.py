@@ -70,6 +70,26 @@ def test_out_that_is_a_file_is_refused(merged_run, tmp_path):
     assert target.read_text() == "keep me"
 
 
+def test_out_inside_the_saved_run_is_refused(merged_run):
+    """The run's own folder, its adapter/ or a checkpoint: an export there would add to (or, with --overwrite,
+    replace) what the run saved. Its export/ (the default) and other subfolders are fine."""
+    before = hashes(merged_run)
+    for out in (merged_run, merged_run / "adapter", merged_run / "adapter" / "x", merged_run / "checkpoint-8"):
+        message = refused(merged_run, "--to", "adapter", "--out", out, "--overwrite")
+        assert f"--out {out}: that is inside the saved run {merged_run.resolve()}" in message, message
+    assert hashes(merged_run) == before
+
+
+@pytest.mark.parametrize("base, words", [("/no/such/base", "--base /no/such/base: not found (no such directory)"),
+                                         ("nobody/no-such-base", "HF_HUB_OFFLINE is set")])
+def test_a_base_that_cannot_be_had_is_one_line(merged_run, tmp_path, base, words):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub-cache")}
+    result = subprocess.run([sys.executable, "scripts/export.py", merged_run, "--to", "merged16", "--base", base,
+                             "--out", tmp_path / "out"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and words in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_read_only_out_is_refused_before_anything_is_written(merged_run, tmp_path):
     """chmod 555 stops everyone but root. As root (CI runs as root) the export runs in a mount namespace of its
     own where the folder is a read-only file system, which stops root too; without `unshare` the test skips."""
