@@ -26,7 +26,8 @@ def main(argv=None):
     parser.add_argument("--to", required=True, choices=TARGETS, help="what to export")
     parser.add_argument("--quant", default="f16,q8_0,q4_k_m",
                         help=f"GGUF types, comma-separated, from {', '.join(QUANTS)} (default: all three)")
-    parser.add_argument("--out", default=None, help="where to write (default: RUN_DIR/export)")
+    parser.add_argument("--out", default=None, help="where to write (default: RUN_DIR/export; not the run itself, "
+                        "its adapter/ or a checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export")
     parser.add_argument("--verify", action="store_true", help="GGUF only: token parity of llama.cpp with transformers")
     parser.add_argument("--base", default=None,
