@@ -295,6 +295,19 @@ def check_order(messages, path, line, key):
         raise DataError(path, line, key, "no assistant turn, so nothing would be trained; add the assistant's reply")
 
 
+def held_out_overlap(train: LoadedData, held_out: LoadedData) -> str | None:
+    """A warning when held-out conversations are training ones too (the same file given twice, a leaky split): the
+    held-out loss and the replies would then measure what the model memorised, not what it learned."""
+    def key(conversation):
+        return json.dumps(conversation.messages, sort_keys=True, ensure_ascii=False, default=str)
+    trained = {key(c) for c in train.conversations}
+    shared = sum(key(c) in trained for c in held_out.conversations)
+    if not shared:
+        return None
+    return (f"warning: {shared} of {len(held_out.conversations)} eval conversations are also training ones, so the "
+            "held-out loss is not held out; give --eval-file conversations the run does not train on")
+
+
 def load_conversations(path, skip_bad_rows: bool = False, parse=None) -> LoadedData:
     """All conversations in `path`. A bad row raises DataError, or with skip_bad_rows is counted and skipped.
     parse(record, path, line) makes one conversation (default: text chats; the vision recipe passes its own)."""

@@ -42,7 +42,7 @@ from trl import SFTConfig, SFTTrainer
 
 from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
 from common.config import parse_config
-from common.data import load_conversations
+from common.data import held_out_overlap, load_conversations
 from common.distributed import ShardRecorder, from_main, start_processes
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
@@ -170,6 +170,8 @@ for name, loaded in (("train", train_data), ("eval", eval_data)):
                                                                   if cfg.skip_bad_rows else ""))
     for err in loaded.skipped[:5]:
         print(f"  skipped {err}")
+if overlap := held_out_overlap(train_data, eval_data):
+    print(overlap)
 
 targets = resolve_targets(cfg.targets, shape.linear_names)
 n_examples = sum(1 if cfg.label_layout != "split" else sum(m["role"] == "assistant" for m in c.messages)

@@ -46,7 +46,7 @@ from trl import SFTConfig, SFTTrainer
 from common.backend import (UNSLOTH, add_vision_lora, check_vision_switches, for_inference, for_training,
                             load_vision_model, vision_backend)
 from common.config import parse_config
-from common.data import load_conversations
+from common.data import held_out_overlap, load_conversations
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
 from common.export import export_run
@@ -166,6 +166,8 @@ for name, loaded in (("train", train_data), ("eval", eval_data)):
           + (f", {len(loaded.skipped)} bad rows skipped" if cfg.skip_bad_rows else ""))
     for err in loaded.skipped[:5]:
         print(f"  skipped {err}")
+if overlap := held_out_overlap(train_data, eval_data):
+    print(overlap)
 
 backend = vision_backend()  # Unsloth FastVisionModel on a GPU, transformers + PEFT on a CPU; printed
 if cfg.model == "tiny":

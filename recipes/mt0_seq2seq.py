@@ -40,7 +40,7 @@ from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForS
                           Seq2SeqTrainingArguments)
 
 from common.config import parse_config
-from common.data import load_conversations
+from common.data import held_out_overlap, load_conversations
 from common.errors import UserError, report_user_errors
 from common.export import export_run
 from common.export_request import check_export_request
@@ -157,6 +157,8 @@ for name, loaded in (("train", train_data), ("eval", eval_data)):
                                                             if cfg.skip_bad_rows else ""))
     for err in loaded.skipped[:5]:
         print(f"  skipped {err}")
+if overlap := held_out_overlap(train_data, eval_data):
+    print(overlap)
 
 # mT5 overflows in fp16 (inf and NaN losses), so a T4 or V100 trains in float32; bf16 on Ampere or newer
 dtype = torch.bfloat16 if on_gpu and cfg.model != "tiny" and torch.cuda.is_bf16_supported() else torch.float32

@@ -226,3 +226,17 @@ def test_reasoning_comes_apart_from_the_reply_either_way():
     empty = {"messages": [{"role": "user", "content": "q"},
                           {"role": "assistant", "content": "<think>\n\n</think>\n\na"}]}
     assert to_messages(empty, "x.jsonl", 1)[1] == {"role": "assistant", "content": "a"}  # an empty block: no reasoning
+
+
+def test_held_out_conversations_that_are_also_trained_are_warned_about(tmp_path):
+    from common.data import held_out_overlap
+    train = load_conversations(ROOT / "datasets/chat_multiturn/train.jsonl")
+    held_out = load_conversations(ROOT / "datasets/chat_multiturn/test.jsonl")
+    assert held_out_overlap(train, held_out) is None  # the bundled split is clean
+    same = held_out_overlap(train, train)
+    assert same.startswith(f"warning: {len(train.conversations)} of {len(train.conversations)} eval conversations")
+    leaky = tmp_path / "leaky.jsonl"  # two training rows slipped into a held-out file
+    rows = (ROOT / "datasets/chat_multiturn/train.jsonl").read_text(encoding="utf-8").splitlines()[:2]
+    leaky.write_text("\n".join((ROOT / "datasets/chat_multiturn/test.jsonl").read_text(encoding="utf-8")
+                               .splitlines()[:3] + rows) + "\n", encoding="utf-8")
+    assert held_out_overlap(train, load_conversations(leaky)).startswith("warning: 2 of 5 eval conversations")
