@@ -36,7 +36,7 @@ def test_bad_model_or_settings_are_one_line_errors(tmp_path):
     config = bare / "tokenizer_config.json"
     config.write_text(config.read_text().replace('"chat_template"', '"not_a_chat_template"'))
     (bare / "chat_template.jinja").unlink(missing_ok=True)
-    for args, words in (([ADVERSARIAL, "--model", tmp_path / "nothing"], "cannot load its tokenizer"),
+    for args, words in (([ADVERSARIAL, "--model", tmp_path / "nothing"], "nothing: not found (no such directory)"),
                         ([ADVERSARIAL, "--model", bare], "has no chat template"),
                         ([ADVERSARIAL, "--model", "tiny", "--max-seq-length", "-5"], "--max-seq-length -5: must be")):
         result = run(["scripts/show_labels.py", *args])
