@@ -8,12 +8,17 @@ from pathlib import Path
 from common.errors import UserError
 
 
+def is_a_path(model: str) -> bool:
+    """True when `model` can only be meant as a local path (absolute, ./ ../ ~, or more than owner/name)."""
+    return Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1
+
+
 def check_model_available(model: str, flag: str = "--model") -> None:
     """Return if `model` is a local path, or a hub id whose config.json is cached or downloads (one small request;
     the weights follow when the model loads). Otherwise raise a UserError that says why and what to do."""
     if Path(model).expanduser().exists():
         return
-    if Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+    if is_a_path(model):
         raise UserError(f"{flag} {model}: not found (no such directory); give a model directory or a hub id")
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import (GatedRepoError, HFValidationError, HfHubHTTPError, LocalEntryNotFoundError,

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import UserError
+from common.hub import is_a_path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "benchmarks" / "configs"
@@ -90,7 +91,7 @@ def load_config(model: str):
         except (OSError, ValueError, KeyError) as err:
             raise UserError(f"{path / 'config.json' if path.is_dir() else path}: cannot be read as a model config "
                             f"({str(err).splitlines()[0][:160]}); is it complete? copy it again") from None
-    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
+    if is_a_path(model):
         raise UserError(f"{model}: not found (no such directory); give a model directory, a config.json or a hub id")
     bundled = bundled_config_path(model)
     if bundled is not None:
