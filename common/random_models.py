@@ -11,15 +11,18 @@ a recipe then loads it in 4-bit through bitsandbytes on the fly, as Unsloth does
 recipes tokenize, label and template exactly as with the real model. Nothing is downloaded.
 
 Each model is written under a temporary name and renamed when complete, in cache_root() (TINY_MODEL_CACHE moves
-it): `random-ARCH-FAMILY`. An 8B model is 16 GB on disk, the 11B vision model 21 GB; remove() deletes one.
+it): `random-ARCH-FAMILY`. An 8B model is 16 GB on disk, the 11B vision model 21 GB; remove() deletes one. Its
+random_model.json holds the cache_key() of everything that shaped it (this file, the config, the tokenizer's
+fixtures, the chat template, the device); a model found with another key is deleted and built again, under the same
+name, so a stale copy is never used and never left taking the disk.
 """
 import json
 import os
 import shutil
 from pathlib import Path
 
-from common.real_tokenizers import tokenizer_dir
-from common.tiny_model import cache_root
+from common.real_tokenizers import family_key, tokenizer_dir
+from common.tiny_model import cache_key, cache_root
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 CONFIGS = Path(__file__).resolve().parent.parent / "benchmarks" / "configs"
@@ -35,20 +38,29 @@ IMAGE_TOKEN, IMAGE_TOKEN_ID = "<|image|>", 128256  # added after the 128,256 tex
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
 
 
-def _build(directory: Path, build) -> Path:
-    """build(staging), then rename staging to directory: a half-built model is never found under the final name."""
-    if (directory / "config.json").is_file():
+def _key_of(directory: Path) -> str | None:
+    """The key a model was built with; None if there is no complete build (random_model.json is written last)."""
+    stamp = directory / "random_model.json"
+    return json.loads(stamp.read_text()).get("key") if stamp.is_file() else None
+
+
+def _build(directory: Path, key: str, build) -> Path:
+    """build(staging), then rename staging to directory: a half-built model is never found under the final name.
+    A model built here from other inputs (another key in its random_model.json) is deleted first."""
+    if _key_of(directory) == key:
         return directory
+    if (directory / "random_model.json").is_file():  # stale: built here before an input changed
+        shutil.rmtree(directory, ignore_errors=True)
     staging = directory.parent / f".building-{directory.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         build(staging)
-        (staging / "random_model.json").write_text(json.dumps({"builder": BUILDER_VERSION, "random_weights": True,
-                                                               "seed": 0}) + "\n")
+        (staging / "random_model.json").write_text(json.dumps({"builder": BUILDER_VERSION, "key": key,
+                                                               "random_weights": True, "seed": 0}) + "\n")
         staging.rename(directory)
     except OSError:
-        if not (directory / "config.json").is_file():  # not another process having finished the same build first
+        if _key_of(directory) != key:  # not another process having finished the same build first
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -71,15 +83,17 @@ def random_text_model(arch: str, cache_dir=None, device: str | None = None) -> P
     """benchmarks/configs/ARCH.json with random bf16 weights and its family's real tokenizer, built once."""
     if arch not in TEXT_FAMILIES:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(TEXT_FAMILIES)}")
+    import torch
+
     family = TEXT_FAMILIES[arch]
     directory = cache_root(cache_dir) / f"random-{arch}-{family}"
+    on = device or ("cuda" if torch.cuda.is_available() else "cpu")  # the random weights differ between devices
+    key = cache_key(BUILDER_VERSION, arch, on, family_key(family), files=[__file__, CONFIGS / f"{arch}.json"])
 
     def build(staging: Path):
-        import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
         config = AutoConfig.from_pretrained(str(CONFIGS / f"{arch}.json"))
-        on = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = _random_weights(AutoModelForCausalLM, config, on)
         model.save_pretrained(staging, max_shard_size="5GB")
         del model
@@ -88,7 +102,7 @@ def random_text_model(arch: str, cache_dir=None, device: str | None = None) -> P
             if (source / name).is_file():
                 shutil.copyfile(source / name, staging / name)
 
-    return _build(directory, build)
+    return _build(directory, key, build)
 
 
 def vision_processor(cache_dir=None):
@@ -115,10 +129,16 @@ def vision_processor(cache_dir=None):
 def random_vision_model(cache_dir=None, device: str | None = None) -> Path:
     """Llama-3.2-11B-Vision (benchmarks/configs/llama-3.2-11b-vision.json) with random bf16 weights and
     vision_processor(), built once."""
+    import torch
+
+    from common.tiny_vision import LLAMA32_VISION_TEMPLATE
+
     directory = cache_root(cache_dir) / f"random-{VISION_ARCH}"
+    on = device or ("cuda" if torch.cuda.is_available() else "cpu")  # the random weights differ between devices
+    key = cache_key(BUILDER_VERSION, VISION_ARCH, on, family_key(VISION_FAMILY), LLAMA32_VISION_TEMPLATE,
+                    files=[__file__, CONFIGS / f"{VISION_ARCH}.json"])
 
     def build(staging: Path):
-        import torch
         from transformers import AutoConfig, AutoModelForImageTextToText
 
         processor = vision_processor(cache_dir)
@@ -126,8 +146,7 @@ def random_vision_model(cache_dir=None, device: str | None = None) -> Path:
         if config.image_token_index != IMAGE_TOKEN_ID:
             raise RuntimeError(f"{VISION_ARCH}.json: image_token_index {config.image_token_index}, "
                                f"not {IMAGE_TOKEN_ID}")
-        model = _random_weights(AutoModelForImageTextToText, config,
-                                device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = _random_weights(AutoModelForImageTextToText, config, on)
         model.save_pretrained(staging, max_shard_size="5GB")
         del model
         processor.save_pretrained(staging)
@@ -135,13 +154,15 @@ def random_vision_model(cache_dir=None, device: str | None = None) -> Path:
         if source.is_file():
             shutil.copyfile(source, staging / "generation_config.json")
 
-    return _build(directory, build)
+    return _build(directory, key, build)
 
 
 def quantized_copy(model_dir) -> Path:
     """MODEL_DIR-bnb-4bit beside model_dir: the same weights stored in 4-bit nf4 with double quantisation, as the
     `unsloth/NAME-bnb-4bit` checkpoints are, so a run trained on it exports into its 16-bit twin found from the name
     (common/export.py). Needs a GPU (bitsandbytes quantises on CUDA)."""
+    from importlib.metadata import version
+
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -149,6 +170,7 @@ def quantized_copy(model_dir) -> Path:
     directory = model_dir.parent / f"{model_dir.name}-bnb-4bit"
     if not torch.cuda.is_available():
         raise RuntimeError("a 4-bit copy needs a GPU (bitsandbytes quantises on CUDA)")
+    key = cache_key(BUILDER_VERSION, _key_of(model_dir), version("bitsandbytes"), files=[__file__])
 
     def build(staging: Path):
         dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None) or torch.bfloat16
@@ -163,7 +185,7 @@ def quantized_copy(model_dir) -> Path:
             if (model_dir / name).is_file():
                 shutil.copyfile(model_dir / name, staging / name)
 
-    return _build(directory, build)
+    return _build(directory, key, build)
 
 
 def size_on_disk(directory) -> int:

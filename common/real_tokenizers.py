@@ -12,14 +12,13 @@ BPE tokenizer.json, load as a SentencePiece-style LlamaTokenizer that drops spac
 fixtures/tokenizers/README.md lists what each family loads as. The tests, scripts/benchmark.py and
 scripts/gpu_check.py use this module; the recipes do not need it.
 """
-import hashlib
 import json
 import lzma
 import os
 import shutil
 from pathlib import Path
 
-from common.tiny_model import cache_root
+from common.tiny_model import cache_key, cache_root
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "tokenizers"
@@ -55,11 +54,9 @@ def _inputs(family: str) -> list[Path]:
     return [path for path in files if path.exists()] + [FIXTURES / "vocab" / f"{skeleton['model']['vocab']}.json.xz"]
 
 
-def _digest(paths: list[Path], *extra) -> str:
-    h = hashlib.sha256(json.dumps([BUILDER_VERSION, *extra]).encode())
-    for path in paths:
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:12]
+def family_key(family: str, *extra) -> str:
+    """The cache key of a family's build: its committed files, this module's source (the builder) and `extra`."""
+    return cache_key(BUILDER_VERSION, family, *extra, files=[__file__, *_inputs(family)])
 
 
 def tokenizer_json(family: str) -> dict:
@@ -106,7 +103,7 @@ def tokenizer_dir(family: str, cache_dir: str | os.PathLike | None = None) -> Pa
     """Build (once) and return a folder with the family's tokenizer.json, tokenizer_config.json, config.json and
     generation_config.json (where the hub has one), as the hub repo has them."""
     inputs = _inputs(family)
-    directory = cache_root(cache_dir) / f"tokenizer-{family}-{_digest(inputs, family)}"
+    directory = cache_root(cache_dir) / f"tokenizer-{family}-{family_key(family)}"
 
     def build(staging: Path):
         (staging / "tokenizer.json").write_text(
@@ -122,7 +119,7 @@ def tiny_model_dir(family: str, cache_dir: str | os.PathLike | None = None) -> P
     """Build (once) and return tokenizer_dir's files plus random float32 weights (seed 0) of the family's real
     architecture at tiny size; it loads with AutoModelForCausalLM and with Unsloth's FastLanguageModel."""
     shape = {**TINY_SHAPE, **TINY_SHAPE_OVERRIDES.get(family, {})}
-    directory = cache_root(cache_dir) / f"tiny-{family}-{_digest(_inputs(family), family, shape)}"
+    directory = cache_root(cache_dir) / f"tiny-{family}-{family_key(family, shape)}"
 
     def build(staging: Path):
         import torch

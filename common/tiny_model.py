@@ -3,7 +3,9 @@
 It needs no download, so the recipes, the tests and CI run offline on a CPU. The tokenizer is a
 SentencePiece BPE model trained on the bundled data (Chinese and English), with byte fallback and
 no normalisation, so any text round-trips exactly; llama.cpp's converter reads its tokenizer.model.
-The result is deterministic and cached: the same inputs always give the same files.
+The result is deterministic and cached: the same inputs always give the same files, and each cached build is
+named by cache_key() of all its inputs (the builder's source and chat template included), so a change to any of
+them builds afresh instead of finding a stale copy.
 """
 import hashlib
 import io
@@ -25,6 +27,7 @@ BASE_TEXT = ("User: Assistant: system user assistant ### Human: ### Assistant:\n
 MODEL_SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=2048)
 VOCAB_SIZE = 4000
+BUILD_PACKAGES = ("torch", "transformers", "tokenizers", "sentencepiece")  # what writes the cached files
 
 
 def _corpus() -> list[str]:
@@ -105,15 +108,33 @@ def cache_root(cache_dir=None) -> Path:
                 or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "one-gpu-recipes")
 
 
+def cache_key(*values, files=()) -> str:
+    """The 12 hex digits that name a cached build: a sha256 of everything that shapes it. `values` go in as JSON
+    (BUILDER_VERSION, shapes, chat templates, texts); `files` are read whole (the builder modules' own source, the
+    input files); the versions of BUILD_PACKAGES are added here. Every cache in common/ is keyed by this."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(json.dumps([{name: version(name) for name in BUILD_PACKAGES}, *values],
+                                  ensure_ascii=False).encode())
+    for path in map(Path, files):
+        data = path.read_bytes()
+        h.update(f"\0{path.name}\0{len(data)}\0".encode() + data)
+    return h.hexdigest()[:12]
+
+
+def tiny_model_key(chat_format: str) -> str:
+    """The key of the tiny model for `chat_format`: its special tokens and chat template, the bundled texts, the shape
+    and this module's source."""
+    return cache_key(BUILDER_VERSION, chat_format, SPECIAL_TOKENS[chat_format], MODEL_SHAPE, VOCAB_SIZE, _corpus(),
+                     files=[__file__])
+
+
 def tiny_model_path(chat_format: str = "deepseek", cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return the directory of the tiny model for `chat_format` ("deepseek" or "llama3")."""
     if chat_format not in SPECIAL_TOKENS:
         raise ValueError(f"unknown chat format {chat_format!r}; choose one of {sorted(SPECIAL_TOKENS)}")
-    texts = _corpus()
-    digest = hashlib.sha256(json.dumps([BUILDER_VERSION, chat_format, MODEL_SHAPE, VOCAB_SIZE, texts],
-                                       ensure_ascii=False).encode()).hexdigest()[:12]
     root = cache_root(cache_dir)
-    directory = root / f"tiny-{chat_format}-{digest}"
+    directory = root / f"tiny-{chat_format}-{tiny_model_key(chat_format)}"
     if (directory / "model.safetensors").exists():
         return directory
 
@@ -123,7 +144,7 @@ def tiny_model_path(chat_format: str = "deepseek", cache_dir: str | os.PathLike 
     staging = root / f".building-{directory.name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tokenizer = _write_tokenizer(staging, _train_sentencepiece(texts, chat_format), chat_format)
+    tokenizer = _write_tokenizer(staging, _train_sentencepiece(_corpus(), chat_format), chat_format)
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          tie_word_embeddings=False, rope_theta=10000.0, torch_dtype="float32", **MODEL_SHAPE)

@@ -9,14 +9,12 @@ unigram model (mT5's kind) trained on the bundled data, with byte fallback and i
 text round-trips exactly (the real mT5 tokenizer applies NFKC and folds white space); it appends </s> to every
 text, as T5's does. Deterministic and cached next to the other tiny models (TINY_MODEL_CACHE moves them).
 """
-import hashlib
 import io
-import json
 import os
 import shutil
 from pathlib import Path
 
-from common.tiny_model import _corpus, cache_root
+from common.tiny_model import _corpus, cache_key, cache_root
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 MODEL_SHAPE = dict(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4,
@@ -68,10 +66,9 @@ def _write_tokenizer(directory: Path, sp_model: bytes):
 def tiny_seq2seq_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return the directory of the tiny mT5 model and its tokenizer."""
     texts = _corpus()
-    digest = hashlib.sha256(json.dumps([BUILDER_VERSION, MODEL_SHAPE, VOCAB_SIZE, texts],
-                                       ensure_ascii=False).encode()).hexdigest()[:12]
+    key = cache_key(BUILDER_VERSION, MODEL_SHAPE, VOCAB_SIZE, texts, files=[__file__])  # this file: the builder
     root = cache_root(cache_dir)
-    directory = root / f"tiny-mt5-{digest}"
+    directory = root / f"tiny-mt5-{key}"
     if (directory / "model.safetensors").exists():
         return directory
 

@@ -7,14 +7,15 @@ here on the bundled text and vision data) with the Llama-3.2-Vision chat templat
 Like the real model, <|image|> is an added token after the base vocabulary. Deterministic and cached next to
 the text tiny models (TINY_MODEL_CACHE moves them).
 """
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
 from common.chat_templates import SPECIAL_TOKENS
-from common.tiny_model import PROJECT_ROOT, _corpus, _strings, _train_sentencepiece, _write_tokenizer, cache_root
+from common import tiny_model
+from common.tiny_model import (PROJECT_ROOT, _corpus, _strings, _train_sentencepiece, _write_tokenizer, cache_key,
+                               cache_root)
 from common.vision import IMAGE_TOKEN
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
@@ -75,10 +76,11 @@ def _vision_corpus() -> list[str]:
 def tiny_vision_model_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return the directory of the tiny Mllama model and its processor."""
     texts = _corpus() + _vision_corpus()
-    digest = hashlib.sha256(json.dumps([BUILDER_VERSION, TEXT_SHAPE, VISION_SHAPE, LLAMA32_VISION_TEMPLATE, texts],
-                                       ensure_ascii=False).encode()).hexdigest()[:12]
+    # The tokenizer is tiny_model.py's, built with Llama-3's special tokens: that file and those tokens are inputs too.
+    key = cache_key(BUILDER_VERSION, TEXT_SHAPE, VISION_SHAPE, LLAMA32_VISION_TEMPLATE, SPECIAL_TOKENS["llama3"],
+                    IMAGE_TOKEN, texts, files=[__file__, tiny_model.__file__])
     root = cache_root(cache_dir)
-    directory = root / f"tiny-mllama-{digest}"
+    directory = root / f"tiny-mllama-{key}"
     if (directory / "model.safetensors").exists():
         return directory
 

@@ -1,9 +1,11 @@
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 
-from common.chat_templates import DEEPSEEK_LLM_CHAT
-from common.tiny_model import tiny_model_path
+from common.chat_templates import DEEPSEEK_LLM_CHAT, LLAMA31_INSTRUCT, SPECIAL_TOKENS
+from common.tiny_model import tiny_model_key, tiny_model_path
 
 ROUND_TRIP = [
     "hello world",
@@ -76,9 +78,59 @@ def test_build_is_deterministic(tmp_path):
 
 
 def test_llama3_tiny_model_speaks_llama3(tiny_llama3_tokenizer):
+    # Llama-3.1's template, verbatim: every conversation opens with its system block, dated, even with no system turn.
+    assert tiny_llama3_tokenizer.chat_template == LLAMA31_INSTRUCT
     text = tiny_llama3_tokenizer.apply_chat_template(
         [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], tokenize=False)
-    assert text == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
+    assert text == ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+                    "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
+                    "<|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
                     "<|start_header_id|>assistant<|end_header_id|>\n\nA<|eot_id|>")
     ids = tiny_llama3_tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tiny_llama3_tokenizer.decode(ids) == text
+
+
+def _fake_build(root: Path, chat_format: str) -> Path:
+    """A folder where tiny_model_path looks for the model of the current key, so it is found without a build."""
+    directory = root / f"tiny-{chat_format}-{tiny_model_key(chat_format)}"
+    directory.mkdir(parents=True)
+    (directory / "model.safetensors").touch()
+    return directory
+
+
+def test_a_changed_chat_template_changes_the_cache_key(tmp_path, monkeypatch):
+    # A machine that built the model before the template changed must build it again, not find the stale one.
+    key = tiny_model_key("llama3")
+    assert tiny_model_key("llama3") == key != tiny_model_key("deepseek")
+    stale = _fake_build(tmp_path, "llama3")
+    assert tiny_model_path("llama3", cache_dir=tmp_path) == stale
+    monkeypatch.setitem(SPECIAL_TOKENS["llama3"], "template",
+                        LLAMA31_INSTRUCT.replace("December 2023", "December 2024"))
+    assert tiny_model_key("llama3") != key
+    fresh = _fake_build(tmp_path, "llama3")
+    assert fresh != stale and tiny_model_path("llama3", cache_dir=tmp_path) == fresh
+
+
+def test_a_changed_builder_changes_the_cache_key(tmp_path, monkeypatch):
+    from common import tiny_model
+    key = tiny_model_key("deepseek")
+    edited = tmp_path / "tiny_model.py"
+    edited.write_text(Path(tiny_model.__file__).read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    monkeypatch.setattr(tiny_model, "__file__", str(edited))
+    assert tiny_model_key("deepseek") != key
+
+
+def test_a_random_model_built_from_other_inputs_is_rebuilt(tmp_path):
+    from common.random_models import _build
+    builds = []
+
+    def build(staging):
+        builds.append(staging)
+        (staging / "config.json").write_text("{}")
+
+    directory = tmp_path / "random-arch-family"
+    assert _build(directory, "key-a", build) == directory and len(builds) == 1
+    assert _build(directory, "key-a", build) == directory and len(builds) == 1  # cached
+    assert _build(directory, "key-b", build) == directory and len(builds) == 2  # an input changed: built again
+    assert json.loads((directory / "random_model.json").read_text())["key"] == "key-b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["random-arch-family"]  # nothing stale or half-built left
