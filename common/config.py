@@ -3,14 +3,52 @@
 Every field is a flag: `max_seq_length` is `--max-seq-length` (`--max_seq_length` works too). A bool field is a
 switch: `--resume` sets it, `--no-resume` clears it. A `Literal[...]` field takes one of its choices, checked when
 the command line is parsed, and `--help` lists them. The comment after a field is its `--help` text (tyro reads it).
+A field typed `AutoSwitch` is a switch that may also be left unset (None: the recipe decides): `--load-in-4bit`
+sets it, `--no-load-in-4bit` clears it, and `--load-in-4bit true|false|auto` works too.
 In a notebook nothing is parsed: edit the config cell instead.
 """
 import contextlib
+import dataclasses
 import io
 import re
 import sys
+from typing import Annotated
 
 import tyro
+from tyro.constructors import PrimitiveConstructorSpec
+
+SWITCH_VALUES = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "auto": None}
+
+
+def switch_value(args: list[str]) -> bool | None:
+    if not args:  # the flag alone
+        return True
+    if len(args) > 1 or args[0].lower() not in SWITCH_VALUES:
+        raise ValueError(f"expected nothing, true, false or auto, not {' '.join(args)!r}")
+    return SWITCH_VALUES[args[0].lower()]
+
+
+# tyro renders `bool | None` as a required value in {None,True,False}; this makes it a switch with an unset state.
+AutoSwitch = Annotated[bool | None, PrimitiveConstructorSpec(
+    nargs="*", metavar="", instance_from_str=switch_value, is_instance=lambda value: value in (None, True, False),
+    str_from_instance=lambda value: ["auto" if value is None else str(value).lower()])]
+
+
+def switch_fields(cls) -> list[str]:
+    return [field.name for field in dataclasses.fields(cls) if field.type in (AutoSwitch, "AutoSwitch")]
+
+
+def expand_negated_switches(cls, argv: list[str]) -> list[str]:
+    """`--no-load-in-4bit` (or `--no_load_in_4bit`) is `--load-in-4bit false`: tyro makes no --no- flag for an
+    AutoSwitch field."""
+    negated = {}
+    for name in switch_fields(cls):
+        for spelling in (name, name.replace("_", "-")):
+            negated[f"--no-{spelling}"] = negated[f"--no_{spelling}"] = f"--{spelling}"
+    expanded = []
+    for arg in argv:
+        expanded += [negated[arg], "false"] if arg in negated else [arg]
+    return expanded
 
 
 def in_notebook() -> bool:
@@ -25,6 +63,7 @@ def parse_config(cls, argv: list[str] | None = None, description: str | None = N
         if in_notebook():  # Jupyter passes its own kernel arguments: they are not ours
             return cls()
         argv = sys.argv[1:]
+    argv = expand_negated_switches(cls, list(argv))
     if any(arg in ("-h", "--help") for arg in argv):
         return tyro.cli(cls, args=argv, description=description)
     captured = io.StringIO()

@@ -9,6 +9,17 @@ from common.errors import UserError
 from common.gguf import QUANTS
 
 TARGETS = ("adapter", "merged16", "gguf")
+FOUR_BIT_MERGE = ("the merge is 16-bit by design: a LoRA merged into 4-bit weights is rounded back onto the 4-bit "
+                  "grid, which loses much of what it learned (the update is far smaller than a 4-bit step). Export "
+                  "merged16 for transformers or vLLM (load it with load_in_4bit=True to run it in 4-bit), or --to "
+                  "gguf --quant q4_k_m for a 4-bit file that llama.cpp and Ollama run")
+
+
+def export_target(to: str) -> str:
+    """scripts/export.py's --to: a 4-bit merge (merged4bit, merged_4bit, ...) gets the reason, in one line."""
+    if "4" in to and to not in TARGETS:
+        raise UserError(f"--to {to}: {FOUR_BIT_MERGE}")
+    return to
 # llama.cpp's converter writes T5-family GGUFs and llama.cpp loads them, but llama-cpp-python's Llama class (its
 # completion and chat API, our load check and --verify) never runs the encoder (llama_encode), so every use of
 # such a file aborts on "llama_encode must be called first": measured with llama-cpp-python 0.3.36.

@@ -3,18 +3,15 @@
 Variants: plain LoRA, rsLoRA (scale alpha/sqrt(r)), DoRA (magnitude + direction),
 init gaussian | pissa (principal singular vectors) | loftq (quantisation-aware), and AdaLoRA (rank budget
 reallocated during training). Unsloth's get_peft_model does all but AdaLoRA; it refuses PiSSA and LoftQ
-on a 4-bit model, so those load the model in 16-bit. Every combination is checked here before a model loads.
+on a 4-bit model. PiSSA stays 16-bit by design: it moves the principal part of each weight into the adapter and
+rewrites what is left, and a 4-bit base would round that residual away. LoftQ loads in 16-bit unless 4-bit is asked
+for; then it is PEFT's QLoRA form (loftq_on_4bit). Every combination is checked here before a model loads.
 """
 import math
-from typing import Literal
-
 import torch
 
 from common.errors import UserError
 from common.tokenizer import save_tokenizer
-
-Init = Literal["default", "gaussian", "pissa", "loftq"]
-Bias = Literal["none", "all", "lora_only"]
 
 PRESETS = {
     "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -52,10 +49,10 @@ def check_lora_options(*, r: int, lora_alpha: float, lora_dropout: float, init: 
         raise UserError(f"--lora-alpha {lora_alpha}: must be positive (often r or 2 * r)")
     if not 0 <= lora_dropout < 1:
         raise UserError(f"--lora-dropout {lora_dropout}: must be in [0, 1)")
-    if init in NEEDS_16BIT and load_in_4bit:
-        raise UserError(f"--init {init} needs 16-bit base weights (it rewrites them from their SVD), and Unsloth "
-                        "refuses it on a 4-bit model: leave --load-in-4bit unset and the recipe loads in 16-bit, "
-                        "or use --init default or gaussian with 4-bit")
+    if init == "pissa" and load_in_4bit:
+        raise UserError("--init pissa with --load-in-4bit: PiSSA stays 16-bit by design (it moves each weight's "
+                        "principal part into the adapter and rewrites the rest, which 4 bits would round away); "
+                        "drop --load-in-4bit (16-bit), or use --init loftq, default or gaussian with 4-bit")
     if not adalora:
         return
     for on, flag, clash in ((use_dora, "--use-dora", "DoRA"), (use_rslora, "--use-rslora", "rsLoRA scaling")):
@@ -116,12 +113,62 @@ def loftq_without_gpu():
     lora_layer.loftq_init = loftq_init
 
 
+def loftq_on_4bit(model, model_name: str) -> None:
+    """LoftQ on a model loaded in 4-bit: PEFT's QLoRA form (peft.replace_lora_weights_loftq). Each LoRA pair is set
+    to the rank-r SVD of W - dequant(nf4(W)), with W read from the 16-bit safetensors, so that the 4-bit base plus
+    the adapter starts closer to W. Without a GPU PEFT's step runs on CUDA only, so the same step runs on the CPU."""
+    from pathlib import Path
+
+    from huggingface_hub import snapshot_download
+    from peft.utils import loftq_utils
+
+    from common.merge import sixteen_bit_base
+
+    if not torch.cuda.is_available():
+        @torch.no_grad()
+        def loftq_init_on_cpu(qweight, weight, num_bits: int, reduced_rank: int):
+            import bitsandbytes as bnb
+            dequantized = bnb.functional.dequantize_4bit(qweight.data, qweight.quant_state).float()
+            low_rank = loftq_utils._low_rank_decomposition(weight.float() - dequantized, reduced_rank=reduced_rank)
+            return low_rank["R"], low_rank["L"]
+        loftq_utils._loftq_init_new = loftq_init_on_cpu
+    if Path(model_name).is_dir():
+        weights_dir = model_name
+    else:  # Unsloth loaded NAME-bnb-4bit: LoftQ needs the 16-bit weights it was quantised from
+        weights_dir = snapshot_download(sixteen_bit_base(model.config._name_or_path),
+                                        allow_patterns=["*.safetensors", "*.safetensors.index.json"])
+    quantization = getattr(__import__("transformers").AutoConfig.from_pretrained(weights_dir),
+                           "quantization_config", None)
+    if quantization:
+        raise UserError(f"--init loftq: {weights_dir} holds quantized weights; LoftQ needs the 16-bit ones it starts "
+                        "from: pass the 16-bit model with --model")
+    loftq_utils.replace_lora_weights_loftq(model, model_path=str(weights_dir))
+
+
+def dequantized_state_dict(model) -> dict:
+    """The base model's weights as a plain 16-bit model has them: LoRA tensors dropped, "base_layer" unwrapped,
+    and each bitsandbytes 4-bit weight dequantized (what the layer really multiplies by)."""
+    import bitsandbytes as bnb
+
+    weights = {}
+    for name, module in model.named_modules():
+        for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            full = f"{name}.{key}".replace(".base_layer.", ".") if name else key
+            if "lora_" in full:
+                continue
+            if isinstance(tensor, bnb.nn.Params4bit):
+                tensor = bnb.functional.dequantize_4bit(tensor.data, tensor.quant_state)
+            weights[full] = tensor.detach()
+    return weights
+
+
 def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir, weights: bool = True) -> None:
     """Save the adapter so that it reloads onto the original base model with the same logits.
 
     PiSSA moves the principal part of W into the adapter, so the trained adapter is converted back to a plain
-    LoRA (rank 2r) against the original W, using the starting adapter saved before training. LoftQ replaces W
-    by its 4-bit approximation; PEFT's documented way is to save that base next to the adapter (loftq_base/).
+    LoRA (rank 2r) against the original W, using the starting adapter saved before training. LoftQ's adapter
+    belongs to W's 4-bit approximation, not to W; PEFT's documented way is to save that base next to the adapter
+    (loftq_base/), dequantized to 16-bit: the base that merged16 merges into.
     """
     if init == "pissa":
         model.save_pretrained(adapter_dir, path_initial_model_for_weight_conversion=str(run_dir / "pissa_init"))
@@ -129,10 +176,14 @@ def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir, weights: boo
     elif init == "loftq":
         base_dir = run_dir / "loftq_base"
         base = model.get_base_model()
-        # The base weights as a plain model has them: drop the LoRA tensors, unwrap "base_layer".
-        weights = {name.replace(".base_layer.", "."): tensor for name, tensor in base.state_dict().items()
-                   if "lora_" not in name}
+        weights = dequantized_state_dict(base)
+        config = base.config
+        quantization = config.to_dict().get("quantization_config")
+        if quantization:  # loftq_base/ is a plain 16-bit model: what the 4-bit layers multiply by
+            del config.quantization_config
         base.save_pretrained(base_dir, state_dict=weights)
+        if quantization:
+            config.quantization_config = quantization
         save_tokenizer(tokenizer, base_dir)
         config = model.peft_config["default"]
         config.base_model_name_or_path = str(base_dir)

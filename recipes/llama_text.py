@@ -41,7 +41,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
-from common.config import parse_config
+from common.config import AutoSwitch, parse_config
 from common.data import held_out_overlap, load_conversations
 from common.distributed import ShardRecorder, from_main, start_processes
 from common.errors import UserError, report_user_errors
@@ -51,8 +51,9 @@ from common.export_request import check_export_request
 from common.hub import check_model_available
 from common.labels import build_dataset, opens_think_block
 from common.loss_plot import save_loss_plot
-from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_options, loftq_without_gpu, memory_note,
-                         planned_steps, resolve_targets, save_adapter, save_pissa_start)
+from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_options, loftq_on_4bit,
+                         loftq_without_gpu, memory_note, planned_steps, resolve_targets, save_adapter,
+                         save_pissa_start)
 from common.memory_plan import model_shape_of, plan_memory
 from common.preflight import preflight
 from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
@@ -66,7 +67,7 @@ from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_d
 @dataclass
 class Config:
     model: str = "unsloth/Meta-Llama-3.1-8B-Instruct"  # hub id, local path, or "tiny" (an offline random-weight model)
-    load_in_4bit: bool | None = None  # unset: 4-bit (QLoRA) on a GPU unless --init pissa/loftq; 16-bit without a GPU
+    load_in_4bit: AutoSwitch = None  # --load-in-4bit: QLoRA; --no-load-in-4bit: 16-bit; unset: 4-bit on a GPU only
     max_seq_length: int = 2048  # longer examples keep their first max_seq_length tokens
     # LoRA
     r: int = 16  # rank of the LoRA matrices
@@ -134,9 +135,11 @@ if cfg.model == "tiny" and cfg.learning_rate == Config.learning_rate:  # random 
 # Every setting that can be checked without the model is checked here, before anything is downloaded.
 on_gpu = torch.cuda.is_available()
 model_name = str(tiny_model_path("llama3")) if cfg.model == "tiny" else cfg.model
-# 4-bit needs bitsandbytes' CUDA kernels, and PiSSA/LoftQ rewrite 16-bit weights; the tiny model trains in float32.
+# Unset: 4-bit on a GPU. On a CPU bitsandbytes' 4-bit works too, but float32 trains faster, so it is asked for by
+# --load-in-4bit; PiSSA rewrites the 16-bit weights, and LoftQ computes its start from them (lora.py).
 load_in_4bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else (
     on_gpu and cfg.model != "tiny" and cfg.init not in NEEDS_16BIT)
+cfg.load_in_4bit = load_in_4bit  # run_config.json records what ran, not "unset"
 check_training_options(learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
                        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, save_steps=cfg.save_steps,
@@ -150,8 +153,6 @@ check_export_request(cfg.export, cfg.export_quants, shape.model_type, shape.arch
 run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
 if launch.fsdp and (cfg.adalora or cfg.init in NEEDS_16BIT):  # they save or change the adapter outside the Trainer
     raise UserError("--adalora, --init pissa and --init loftq do not run under FSDP here; use plain LoRA (or DDP)")
-if load_in_4bit and not on_gpu:
-    raise UserError("--load-in-4bit: 4-bit loading needs a GPU (bitsandbytes' CUDA kernels); leave it unset on a CPU")
 
 # Will it fit? Predicted from config.json alone, before any weights are downloaded (scripts/plan_memory.py).
 plan = plan_memory(model_name, seq=cfg.max_seq_length, r=cfg.init_r if cfg.adalora else cfg.r, batch=cfg.batch_size,
@@ -197,6 +198,9 @@ if not load_in_4bit and cfg.init in NEEDS_16BIT and on_gpu:
 check_model_available(model_name)  # a hub id must be cached or downloadable: offline, gated, mirror
 print(f"loading {cfg.model}: {shape.params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
       f"{'4-bit nf4 with double quantisation (QLoRA)' if load_in_4bit else 'no quantisation'}")
+print("path: " + ("4-bit QLoRA, bitsandbytes Linear4bit layers" if load_in_4bit else
+                  f"{str(dtype).removeprefix('torch.')} LoRA, no quantisation") + (" on a GPU" if on_gpu else
+      " on the CPU" + ("" if load_in_4bit else " (the GPU default, 4-bit QLoRA, runs here with --load-in-4bit)")))
 model, tokenizer = FastLanguageModel.from_pretrained(
     model_name=model_name, max_seq_length=cfg.max_seq_length, dtype=dtype, load_in_4bit=load_in_4bit)
 # The tokenizer as the model's tokenizer.json tokenizes: rebuilt from it (and said so) when transformers got it wrong.
@@ -223,13 +227,17 @@ if cfg.adalora:  # Unsloth has no AdaLoRA: PEFT's, with its rank budget updated 
         deltaT=cfg.deltaT, beta1=cfg.beta1, beta2=cfg.beta2, orth_reg_weight=cfg.orth_reg_weight))
     callbacks.append(AdaLoraBudget())
 else:
-    if cfg.init == "loftq" and not on_gpu:
+    loftq_16bit = cfg.init == "loftq" and not load_in_4bit  # in 4-bit: PEFT's QLoRA form, once LoRA is attached
+    if loftq_16bit and not on_gpu:
         loftq_without_gpu()  # PEFT computes LoftQ on CUDA only
     model = FastLanguageModel.get_peft_model(
         model, r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias=cfg.bias,
         target_modules=targets, use_rslora=cfg.use_rslora, use_dora=cfg.use_dora,
-        init_lora_weights=INITS[cfg.init], loftq_config=peft.LoftQConfig(loftq_bits=4) if cfg.init == "loftq" else None,
+        init_lora_weights=INITS["default" if cfg.init == "loftq" and load_in_4bit else cfg.init],
+        loftq_config=peft.LoftQConfig(loftq_bits=4) if loftq_16bit else None,
         use_gradient_checkpointing="unsloth", random_state=cfg.seed, max_seq_length=cfg.max_seq_length)
+    if cfg.init == "loftq" and load_in_4bit:
+        loftq_on_4bit(model, model_name)  # each LoRA pair from the SVD of W - dequant(nf4(W))
 trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 model.print_trainable_parameters()
 

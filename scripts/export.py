@@ -18,12 +18,14 @@ import sys
 
 from common.errors import report_user_errors
 from common.export import QUANTS, TARGETS, export_run
+from common.export_request import export_target
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", help="a finished run: the directory holding adapter/ and run_config.json")
-    parser.add_argument("--to", required=True, choices=TARGETS, help="what to export")
+    parser.add_argument("--to", required=True, choices=TARGETS, type=export_target,
+                        help="what to export (no 4-bit merge: merged16, then --to gguf --quant q4_k_m)")
     parser.add_argument("--quant", default="f16,q8_0,q4_k_m",
                         help=f"GGUF types, comma-separated, from {', '.join(QUANTS)} (default: all three)")
     parser.add_argument("--out", default=None, help="where to write (default: RUN_DIR/export; not the run itself, "

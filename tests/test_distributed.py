@@ -1,4 +1,5 @@
-"""The DeepSeek recipe under torchrun with two CPU processes (gloo), exactly as the README's command runs it:
+"""The DeepSeek recipe under torchrun with two CPU processes (gloo), exactly as the README's command runs it, in 4-bit
+as a GPU user runs it (bitsandbytes' CPU backend):
 different shards per process, one adapter written by the main process, the loss curve of a one-process run of
 the same global batch, and --resume. (`accelerate launch --cpu --num_processes 2` starts one process, not two,
 so the test uses torchrun, the launcher accelerate itself uses on GPUs.)"""
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run
+from test_qlora import load_4bit, with_adapter
 from test_recipe import RUN_AND_PROBE
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -33,10 +35,10 @@ def losses(run_dir: Path) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
-    two = torchrun("--model", "tiny", "--max-steps", "6", "--output-dir", root / "two")
+    two = torchrun("--model", "tiny", "--load-in-4bit", "--max-steps", "6", "--output-dir", root / "two")
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     # one process, the same global batch: 2 per process x 2 processes = 4
-    one = run(["-c", RUN_AND_PROBE, "--model", "tiny", "--max-steps", "6", "--batch-size", "4",
+    one = run(["-c", RUN_AND_PROBE, "--model", "tiny", "--load-in-4bit", "--max-steps", "6", "--batch-size", "4",
                "--output-dir", root / "one"])
     assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
     return root, two.stdout
@@ -61,15 +63,14 @@ def test_the_loss_falls_and_follows_the_one_process_curve(runs):
 
 
 def test_exactly_one_adapter_and_it_reloads_as_trained(runs):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     root, _ = runs
     assert sorted(p.name for p in root.iterdir()) == ["one", "two"]  # no two-2: one run directory
     assert len(list((root / "two").rglob("adapter_model.safetensors"))) == 2  # adapter/ and checkpoint-6/
     adapter = root / "two" / "adapter"
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter).eval()
+    assert json.loads((root / "two" / "run_config.json").read_text())["load_in_4bit"] is True
+    model = with_adapter(load_4bit(base), adapter)
     with torch.no_grad():
         logits = model(input_ids=torch.load(root / "one" / "probe_ids.pt")).logits
     trained = torch.load(root / "one" / "probe_logits.pt")  # the one-process model, in memory after training
@@ -78,7 +79,8 @@ def test_exactly_one_adapter_and_it_reloads_as_trained(runs):
 
 def test_resume_continues_under_torchrun(runs):
     root, _ = runs
-    resumed = torchrun("--model", "tiny", "--max-steps", "8", "--output-dir", root / "two", "--resume")
+    resumed = torchrun("--model", "tiny", "--load-in-4bit", "--max-steps", "8", "--output-dir", root / "two",
+                       "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "--resume: continuing from" in resumed.stdout and "checkpoint-6" in resumed.stdout
     assert sorted(losses(root / "two")) == list(range(1, 9))
