@@ -8,10 +8,12 @@
         kernel is Triton (GPU only); Unsloth's CPU backend reroutes it to a chunked torch version
         (unsloth_zoo.cpu.ops.patch_trl_fused_lm_head). `import unsloth` applies that patch on a CPU already;
         it is applied here again so training does not depend on an import side effect.
+        --load-in-4bit: nf4 through bitsandbytes, whose CPU backend quantizes, trains LoRA on and saves 4-bit layers.
 """
 import torch
 
 from common.errors import UserError
+from common.four_bit import unpacked_cpu_4bit
 
 UNSLOTH, TRANSFORMERS = "unsloth FastVisionModel", "transformers + PEFT"
 
@@ -33,12 +35,36 @@ def load_vision_model(backend: str, model_name: str, dtype, load_in_4bit: bool):
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from unsloth_zoo.cpu.ops import patch_trl_fused_lm_head
 
-    if load_in_4bit:
-        raise UserError("4-bit loading needs a GPU (bitsandbytes' 4-bit kernels); on a CPU pass --load-in-4bit false "
-                        "(an 11B model then needs about 44 GB of memory in float32) or use --model tiny")
     patch_trl_fused_lm_head()
-    model = AutoModelForImageTextToText.from_pretrained(model_name, dtype=dtype)
+    quantization = None
+    if load_in_4bit:  # QLoRA's settings, as Unsloth's 4-bit checkpoints: nf4, double quantisation
+        from transformers import BitsAndBytesConfig
+        # Every linear layer is quantized but lm_head (transformers' default), the vision encoder and the
+        # multi_modal_projector included: neither bitsandbytes nor transformers needs them left out (the tiny
+        # Mllama trains, saves and reloads so, tests/test_vision.py), and LoRA trains on Linear4bit in both towers.
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    model = AutoModelForImageTextToText.from_pretrained(model_name, dtype=dtype, quantization_config=quantization)
+    if load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+        unpacked_cpu_4bit(model)  # common/four_bit.py: why
+        # PEFT's k-bit preparation freezes the base and casts the unquantized 16-bit weights (norms, embeddings,
+        # lm_head) to float32 for a stable loss. On a CPU they load in float32 already, so nothing is cast and memory
+        # is unchanged. Its gradient checkpointing is left off here: the trainer turns it on (SFTConfig's default,
+        # non-reentrant in transformers 5, so no input-gradient hook is needed), as it does in 32-bit.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model, AutoProcessor.from_pretrained(model_name)
+
+
+def float32_adapter(model):
+    """TRL's SFTTrainer casts the LoRA weights of any 4-bit model to bf16 (QLoRA's recipe, where the compute dtype is
+    bf16). On the CPU path the compute dtype is float32, and the cast only adds rounding: every LoRA input is rounded
+    to bf16, Adam updates bf16 weights with no float32 master copy, and the bf16 adapter reloads in float32 (PEFT's
+    default), so the reload's logits differ from training's (by about 1e-3 on the tiny Mllama). Call it after the
+    trainer is built and before training: the optimizer is created at train() and sees the float32 weights."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.float()
 
 
 def add_vision_lora(backend: str, model, *, r: int, lora_alpha: float, lora_dropout: float, bias: str,

@@ -147,19 +147,34 @@ def loftq_on_4bit(model, model_name: str) -> None:
 
 def dequantized_state_dict(model) -> dict:
     """The base model's weights as a plain 16-bit model has them: LoRA tensors dropped, "base_layer" unwrapped,
-    and each bitsandbytes 4-bit weight dequantized (what the layer really multiplies by)."""
+    bitsandbytes' quantization state (weight.absmax, weight.quant_map, ...) dropped and each 4-bit weight dequantized
+    (what the layer really multiplies by)."""
     import bitsandbytes as bnb
 
-    weights = {}
+    weights = {name.replace(".base_layer.", "."): tensor for name, tensor in model.state_dict().items()
+               if "lora_" not in name and ".weight." not in name}
     for name, module in model.named_modules():
-        for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-            full = f"{name}.{key}".replace(".base_layer.", ".") if name else key
-            if "lora_" in full:
-                continue
-            if isinstance(tensor, bnb.nn.Params4bit):
-                tensor = bnb.functional.dequantize_4bit(tensor.data, tensor.quant_state)
-            weights[full] = tensor.detach()
+        if isinstance(module, bnb.nn.Linear4bit):
+            weights[f"{name}.weight".replace(".base_layer.", ".")] = bnb.functional.dequantize_4bit(
+                module.weight.data, module.weight.quant_state)
     return weights
+
+
+def save_plain_model(config, weights: dict, directory) -> None:
+    """config.json (without its quantization_config) and model.safetensors: a plain model transformers loads."""
+    import copy
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    config = copy.deepcopy(config)
+    del config.quantization_config
+    if getattr(config, "tie_word_embeddings", False):  # one tensor on disk, as save_pretrained writes it
+        weights = {name: tensor for name, tensor in weights.items() if name != "lm_head.weight"}
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(directory)
+    save_file({name: tensor.contiguous() for name, tensor in weights.items()}, Path(directory) / "model.safetensors",
+              metadata={"format": "pt"})
 
 
 def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir, weights: bool = True) -> None:
@@ -177,13 +192,10 @@ def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir, weights: boo
         base_dir = run_dir / "loftq_base"
         base = model.get_base_model()
         weights = dequantized_state_dict(base)
-        config = base.config
-        quantization = config.to_dict().get("quantization_config")
-        if quantization:  # loftq_base/ is a plain 16-bit model: what the 4-bit layers multiply by
-            del config.quantization_config
-        base.save_pretrained(base_dir, state_dict=weights)
-        if quantization:
-            config.quantization_config = quantization
+        if getattr(base.config, "quantization_config", None):
+            save_plain_model(base.config, weights, base_dir)  # transformers would write the 4-bit packed state
+        else:
+            base.save_pretrained(base_dir, state_dict=weights)
         save_tokenizer(tokenizer, base_dir)
         config = model.peft_config["default"]
         config.base_model_name_or_path = str(base_dir)

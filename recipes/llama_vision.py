@@ -12,7 +12,8 @@ bar charts, written words, Chinese numerals; questions in English and Chinese), 
 image paths relative to the data file; a missing or unreadable image stops the run naming the file and line.
 Labels: each answer and its <|eot_id|>; never the <|image|> token, the question or the assistant header.
 Backend: Unsloth FastVisionModel on a GPU; on a CPU (FastVisionModel needs CUDA) transformers + PEFT with the
-same LoRA layers (common/backend.py chooses and the run prints which).
+same LoRA layers (common/backend.py chooses and the run prints which), in float32, or with --load-in-4bit in nf4
+through bitsandbytes' CPU backend (less memory, not faster: the tiny Mllama trains about half as fast).
 GPU memory: a reference measured by someone else (not this recipe) on one H100, with a random-weight model of the
 11B Vision shape, 560-pixel images, batch 2 x 4 accumulation, r=16, all four switches on: Unsloth FastVisionModel
 4.06 s per step at 9.55 GiB peak; plain transformers + PEFT + bitsandbytes 5.58 s at 41.2 GiB. So this recipe should
@@ -43,9 +44,9 @@ import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from common.backend import (UNSLOTH, add_vision_lora, check_vision_switches, for_inference, for_training,
-                            load_vision_model, vision_backend)
-from common.config import parse_config
+from common.backend import (UNSLOTH, add_vision_lora, check_vision_switches, float32_adapter, for_inference,
+                            for_training, load_vision_model, vision_backend)
+from common.config import AutoSwitch, parse_config
 from common.data import held_out_overlap, load_conversations
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
@@ -68,7 +69,7 @@ from common.vision import MllamaCollator, build_vision_examples, label_tokenizer
 @dataclass
 class Config:
     model: str = "unsloth/Llama-3.2-11B-Vision-Instruct"  # hub id, local path, or "tiny" (an offline random model)
-    load_in_4bit: bool | None = None  # unset: 4-bit on a GPU, 16-bit without one; tiny: float32
+    load_in_4bit: AutoSwitch = None  # unset: 4-bit on a GPU; float32 on a CPU and for tiny (set it for nf4 there)
     max_seq_length: int = 2048  # longer examples keep their first max_seq_length tokens (text tokens: an image is one)
     # LoRA
     r: int = 16  # rank of the LoRA matrices
@@ -126,8 +127,10 @@ if cfg.model == "tiny" and cfg.learning_rate == Config.learning_rate:  # random 
 # Every setting that can be checked without the model is checked here, before anything is downloaded.
 on_gpu = torch.cuda.is_available()
 model_name = str(tiny_vision_model_path()) if cfg.model == "tiny" else cfg.model
-# 4-bit needs bitsandbytes' CUDA kernels; the tiny model trains in float32.
+# Unset: 4-bit on a GPU; float32 on a CPU, where 4-bit saves memory but not time (bitsandbytes dequantizes each weight
+# at every use), and for the tiny model. --load-in-4bit on a CPU loads nf4 through bitsandbytes' CPU backend.
 load_in_4bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else (on_gpu and cfg.model != "tiny")
+cfg.load_in_4bit = load_in_4bit  # run_config.json records what ran, not "unset"
 check_training_options(learning_rate=cfg.learning_rate, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
                        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
                        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, save_steps=cfg.save_steps,
@@ -144,9 +147,6 @@ if shape.model_type != "mllama":
                     "data collator builds Mllama's cross-attention mask")
 check_export_request(cfg.export, [], shape.model_type, shape.architectures)
 run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
-if load_in_4bit and not on_gpu:
-    raise UserError("--load-in-4bit: 4-bit loading needs a GPU (bitsandbytes' CUDA kernels); leave it unset on a CPU "
-                    "(an 11B model then needs about 44 GB of memory in float32) or use --model tiny")
 
 # Will it fit? Predicted from config.json alone, before any weights are downloaded (scripts/plan_memory.py).
 plan = plan_memory(model_name, seq=cfg.max_seq_length, r=cfg.r, batch=cfg.batch_size, images=1,
@@ -177,8 +177,9 @@ elif on_gpu:  # bf16 needs Ampere or newer; a T4 (Colab's free GPU) and a V100 g
 else:
     dtype = torch.float32  # a CPU has no fast 16-bit matmuls
 check_model_available(model_name)  # a hub id must be cached or downloadable: offline, gated, mirror
-print(f"loading {cfg.model}: {shape.params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
-      f"{'4-bit' if load_in_4bit else 'no quantisation'}")
+weights = (f"4-bit nf4 via bitsandbytes on {'GPU' if on_gpu else 'CPU'}, computing in " if load_in_4bit else "") \
+    + str(dtype).removeprefix("torch.")
+print(f"loading {cfg.model}: {shape.params / 1e6:,.0f}M parameters, weights {weights}")
 model, processor = load_vision_model(backend, model_name, dtype, load_in_4bit)
 tokenizer = label_tokenizer(processor)  # the processor's tokenizer, rendering with the processor's chat template
 if tokenizer.pad_token is None:  # Llama 3.2 has a token for padding; fall back to the end-of-turn token
@@ -261,6 +262,8 @@ trainer = SFTTrainer(
     ),
     callbacks=[step_timer],
 )
+if load_in_4bit and backend != UNSLOTH:  # TRL made the LoRA weights bf16 for the 4-bit model; the CPU computes in fp32
+    float32_adapter(model)
 start = time.time()
 with disk_full_is_an_error(run_dir):
     trainer.train(resume_from_checkpoint=str(run.checkpoint) if run.checkpoint else None)
@@ -275,7 +278,7 @@ finish_replacing(run)
 losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 print(f"trained {trainer.state.global_step} steps in {seconds:.1f} s; "
       f"loss {losses[0]:.4f} (first) -> {losses[-1]:.4f} (last)" if losses else "no step was logged")
-training = {"backend": backend, "steps": trainer.state.global_step, "seconds": round(seconds, 2),
+training = {"backend": backend, "weights": weights, "steps": trainer.state.global_step, "seconds": round(seconds, 2),
             "median_step_seconds": step_timer.median(), "trainable_params": trainable_params,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "peak_gpu_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if on_gpu else None}

@@ -13,12 +13,15 @@ learning rate 9.65e-7, its recommended setting. That rate moves a LoRA adapter v
 GPU memory: an estimate, not measured (nothing here has run on a GPU yet): about 8 GB in float32 at batch 5 with the
 bundled short examples (weights 4.9 GB; LoRA, gradients and Adam 0.3 GB; logits over the 250K vocabulary, their
 gradient and the activations about 2.5 GB), about 11 GB with targets near 256 tokens, and about 5 GB in bf16 on
-Ampere or newer. A T4 trains in float32 (it fits): mT5 overflows in fp16, so fp16 is never used.
+Ampere or newer. A T4 trains in float32 (it fits): mT5 overflows in fp16, so fp16 is never used. --load-in-4bit
+(QLoRA, asked for, never the default): weights about 2.9 GB, 2 GB less than float32 but no less than bf16 (2.7 GB):
+only q, k, v, o and wi become nf4; the embedding, lm_head and wo stay float32 (see the config cell).
 
     python recipes/mt0_seq2seq.py                                   # mt0-large, GPU + internet
     python recipes/mt0_seq2seq.py --model tiny                      # offline random-weight mT5, CPU is fine
     python recipes/mt0_seq2seq.py --model tiny --compare --max-steps 40   # the article's three configurations
     python recipes/mt0_seq2seq.py --targets q,v --learning-rate 3e-4 --export adapter
+    python recipes/mt0_seq2seq.py --model tiny --load-in-4bit       # QLoRA: bitsandbytes nf4, on a CPU too
 
 Every config field below can be overridden with --field-name value; switches are --flag / --no-flag (--help lists them).
 """
@@ -36,13 +39,14 @@ from typing import Literal
 import peft
 import torch
 from datasets import Dataset
-from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainer,
-                          Seq2SeqTrainingArguments)
+from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConfig, DataCollatorForSeq2Seq,
+                          Seq2SeqTrainer, Seq2SeqTrainingArguments)
 
-from common.config import parse_config
+from common.config import AutoSwitch, parse_config
 from common.data import held_out_overlap, load_conversations
 from common.errors import UserError, report_user_errors
 from common.export import export_run
+from common.four_bit import unpacked_cpu_4bit
 from common.export_request import check_export_request
 from common.hub import check_model_available
 from common.lora import check_lora_options
@@ -62,6 +66,7 @@ from common.train_checks import (SAVE_TOTAL_LIMIT, Scheduler, check_disk_for_che
 class Config:
     model: str = "bigscience/mt0-large"  # hub id, local path, or "tiny" (offline random-weight mT5 test model)
     max_seq_length: int = 256  # inputs and targets each keep their first max_seq_length tokens (the article's 256)
+    load_in_4bit: AutoSwitch = None  # --load-in-4bit: QLoRA, nf4 on q,k,v,o,wi (not wo, embeddings); unset: 16/32-bit
     # LoRA
     r: int = 16  # rank of the LoRA matrices
     lora_alpha: int = 32  # LoRA scale is lora_alpha / r
@@ -135,6 +140,10 @@ for _, names, _ in EXPERIMENTS if cfg.compare else ():
     resolve_targets(names, linear_layers)
 config = load_config(model_name)
 check_export_request(cfg.export, ["f16"], config.model_type, config.architectures)
+# Unset: no quantisation, as the article; mt0-large fits a T4 in float32. 4-bit makes only q, k, v, o, wi_0 and wi_1
+# nf4 (47% of its parameters): the 250K-token embedding and lm_head (42%) and wo (11%: transformers keeps T5's wo in
+# float32, its output overflows in 16-bit) stay unquantised, so the weights go from 4.9 GB to about 2.9 GB.
+cfg.load_in_4bit = bool(cfg.load_in_4bit)  # run_config.json records what ran, not "unset"
 run = plan_run_dir(cfg.output_dir, dataclasses.asdict(cfg), overwrite=cfg.overwrite, resume=cfg.resume)
 on_gpu = torch.cuda.is_available()
 if cfg.compare:  # each configuration in its own process, from the same freshly loaded base model
@@ -165,10 +174,24 @@ dtype = torch.bfloat16 if on_gpu and cfg.model != "tiny" and torch.cuda.is_bf16_
 check_model_available(model_name)  # a hub id must be cached or downloadable: offline, gated, mirror
 print(f"loading {cfg.model}: {n_params / 1e6:,.0f}M parameters, dtype {str(dtype).removeprefix('torch.')}, "
       "transformers + PEFT (Unsloth does not accelerate encoder-decoders)")
-model = AutoModelForSeq2SeqLM.from_pretrained(model_name, dtype=dtype)
+print("path: " + ("4-bit QLoRA, bitsandbytes Linear4bit nf4 (double quantisation) on q, k, v, o, wi; wo float32 "
+                  "(transformers keeps it so), embeddings and lm_head unquantised" if cfg.load_in_4bit else
+                  f"{str(dtype).removeprefix('torch.')} LoRA, no quantisation") + (" on a GPU" if on_gpu else
+                                                                                 " on the CPU"))
+# QLoRA as in its paper, which shows NF4 with double quantisation matching bf16 on T5 models up to 11B.
+quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=dtype) if cfg.load_in_4bit else None
+model = AutoModelForSeq2SeqLM.from_pretrained(model_name, dtype=dtype, quantization_config=quantization,
+                                              device_map={"": 0} if on_gpu else None)
 tokenizer = AutoTokenizer.from_pretrained(model_name)
+if cfg.load_in_4bit:  # freezes the base, upcasts its 16-bit tensors to float32, turns on gradient checkpointing
+    model = peft.prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs={"use_reentrant": False})
+    # On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight for its inference kernel the first time the layer
+    # runs in eval mode without gradients (the preflight below); that kernel has no backward, so no LoRA in the
+    # encoder would learn. Keep them unpacked.
+    unpacked_cpu_4bit(model)
+print(f"base weights in memory: {model.get_memory_footprint() / 2**20:,.1f} MiB")
 if on_gpu:
-    model.to("cuda")
     gpu = torch.cuda.get_device_properties(0)
     print(f"GPU {gpu.name}, {gpu.total_memory / 2**30:.1f} GiB; after loading: "
           f"{torch.cuda.max_memory_reserved() / 2**30:.2f} GiB reserved")

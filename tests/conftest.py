@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Idle OpenMP threads sleep instead of spinning. A process here holds two OpenMP runtimes (torch's own libgomp and
+# the system one bitsandbytes' CPU backend links), each with a thread per core; spinning, they and a second process
+# (the test and its recipe subprocess, torchrun's two ranks) starve each other: measured on 2 cores, a 4-bit tiny run
+# took 174 s instead of 4.7 s while another process was busy. Set before torch is imported, so every process has it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

@@ -42,15 +42,34 @@ def train(tmp_path, name, steps=12):
     return out, result.stdout
 
 
-def reload_logits(out, four_bit: bool):
+def check_loftq_base_is_the_nf4_of_the_original(out):
+    import bitsandbytes as bnb
+    from safetensors.torch import load_file
+
+    from common.tiny_model import tiny_model_path
+    from test_qlora import load_4bit
+
+    saved = load_file(out / "loftq_base" / "model.safetensors")
+    original = load_4bit(tiny_model_path("llama3"))
+    checked = 0
+    for name, module in original.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit) and name != "lm_head":
+            nf4 = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
+            assert torch.equal(saved[f"{name}.weight"].to(nf4.dtype), nf4), name
+            checked += 1
+    assert checked == 14
+
+
+def reload_logits(out, four_bit: bool, double_quant: bool = True):
     """The adapter on a fresh base: in 4-bit when it trained in 4-bit (transformers + bitsandbytes, nf4 with double
-    quantisation, as Unsloth loads it)."""
+    quantisation, as Unsloth loads it). LoftQ's loftq_base/ holds the nf4 values themselves: quantized again without
+    double quantisation (whose 8-bit block scales would be rounded a second time) they are exactly what trained."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     adapter = out / "adapter"
     base_path = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
                                bnb_4bit_compute_dtype=torch.float32) if four_bit else None
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, quantization_config=quant)
     model = with_adapter(base, adapter) if four_bit else PeftModel.from_pretrained(base, adapter).eval()
@@ -69,7 +88,7 @@ def test_variant_trains_and_reloads(tmp_path, name):
     assert layers == ({"Linear4bit"} if four_bit else {"Linear"}), layers
     assert json.loads((out / "run_config.json").read_text())["load_in_4bit"] is four_bit
     trained = torch.load(out / "probe_logits.pt")
-    reloaded = reload_logits(out, four_bit)
+    reloaded = reload_logits(out, four_bit, double_quant=name != "loftq-4bit")
     assert torch.allclose(reloaded, trained, atol=1e-4), (reloaded - trained).abs().max()
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     name = name.split("-")[0]
@@ -77,6 +96,8 @@ def test_variant_trains_and_reloads(tmp_path, name):
         assert config["init_lora_weights"] is True and config["r"] == 32
     if name == "loftq":  # LoftQ's base weights are saved beside the adapter
         assert config["base_model_name_or_path"] == str(out / "loftq_base")
+        if four_bit:  # ... and they are what the 4-bit layers multiplied by: bitsandbytes' nf4 of the original weights
+            check_loftq_base_is_the_nf4_of_the_original(out)
     if name in ("rslora", "dora"):
         assert config["use_" + name] is True
     if name == "adalora":

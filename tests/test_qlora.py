@@ -9,6 +9,7 @@ import shutil
 import pytest
 import torch
 
+from common.four_bit import unpacked_cpu_4bit
 from conftest import run
 from test_export import PARITY
 from test_recipe import RUN_AND_PROBE
@@ -42,33 +43,26 @@ def load_4bit(path):
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.float32)
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=torch.float32).eval()
-    return exact_cpu_matmuls(model)
-
-
-def exact_cpu_matmuls(model):
-    """bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks each Linear4bit weight on its first no-grad forward and
-    then multiplies in bfloat16 (logits off by ~4e-3); Unsloth's CPU backend turns that off for training (the
-    repacked weight breaks backward). Off here too, so both sides compute what the nf4 weights say, in float32."""
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
-    return model
+    return unpacked_cpu_4bit(model)  # what the run computed: float32 matmuls, not bitsandbytes' bf16 repacking
 
 
 def with_adapter(base, adapter_dir):
-    """PEFT's reload of an adapter, computing as the trained model did. Unsloth keeps the LoRA weights of a 4-bit
-    model in bfloat16 (as on a GPU) and saves them so; PEFT would load them into float32 layers, and the logits
-    would then differ by the bfloat16 rounding of the LoRA path (~1e-3 after a few steps), not by anything saved."""
+    """PEFT's reload of an adapter, computing as the trained model did. TRL's SFTTrainer casts a 4-bit model's LoRA
+    weights to bfloat16 (QLoRA's recipe; not DoRA's magnitude), and they are saved so; PEFT would load them into
+    float32 layers, and the logits would then differ by the bfloat16 rounding of the LoRA path, not by anything
+    saved. So each weight gets the dtype it was saved in."""
     from peft import PeftModel
     from safetensors import safe_open
 
     with safe_open(str(adapter_dir / "adapter_model.safetensors"), "pt") as saved:
-        dtype = saved.get_tensor(next(iter(saved.keys()))).dtype
+        dtypes = {name: saved.get_slice(name).get_dtype() for name in saved.keys()}
     model = PeftModel.from_pretrained(base, adapter_dir).eval()
     for name, parameter in model.named_parameters():
-        if "lora_" in name:
-            parameter.data = parameter.data.to(dtype)
-    return exact_cpu_matmuls(model)
+        saved_as = dtypes.get(name.replace(".default", ""))
+        if saved_as is not None:
+            parameter.data = parameter.data.to(getattr(torch, {"BF16": "bfloat16", "F16": "float16"}.get(saved_as,
+                                                                                                      "float32")))
+    return unpacked_cpu_4bit(model)  # what the run computed: float32 matmuls, not bitsandbytes' bf16 repacking
 
 
 def adapter_base(run_dir) -> str:

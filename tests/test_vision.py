@@ -1,6 +1,7 @@
 """recipes/llama_vision.py: image data checks, answer-only labels, and the tiny Llama 3.2 Vision run on a CPU,
 its adapter reloaded, and its exports (adapter, merged16; GGUF refused)."""
 import json
+import math
 import runpy
 
 import pytest
@@ -287,3 +288,65 @@ def test_export_adapter_and_merged16_and_gguf_is_refused(vision_run):
     assert gguf.returncode == 2 and "Traceback" not in gguf.stderr
     assert "vision model (mllama, Llama 3.2 Vision): llama.cpp has no Mllama support" in gguf.stderr
     assert "--to merged16" in gguf.stderr and not (out / "export/gguf").exists()
+
+
+# --------------------------------------------------------------------------- 4-bit on a CPU
+
+RUN_4BIT = """
+import json, runpy, sys, torch
+sys.argv = ["recipes/llama_vision.py", *sys.argv[1:]]
+g = runpy.run_path("recipes/llama_vision.py", run_name="__main__")
+model, batch = g["model"], g["collator"](g["eval_examples"][:2])
+with torch.no_grad():
+    out = model(**batch)
+    with model.disable_adapter():
+        base_loss = model(**batch).loss.item()
+torch.save({"batch": batch, "logits": out.logits}, g["run_dir"] / "probe.pt")
+kind = lambda module: type(getattr(module, "base_layer", module))  # a LoRA layer wraps the base layer
+layers = {name: f"{kind(module).__module__}.{kind(module).__name__}" for name, module in model.named_modules()
+          if name.endswith(("_proj", ".fc1", ".fc2", "projector", "lm_head"))}
+facts = {"layers": layers, "held_out_loss": {"base": base_loss, "tuned": out.loss.item()}}
+(g["run_dir"] / "facts.json").write_text(json.dumps(facts))
+"""
+
+
+def test_tiny_run_in_4bit_on_cpu_trains_saves_and_reloads(tmp_path):
+    """--load-in-4bit without a GPU: nf4 through bitsandbytes' CPU backend, LoRA trained on Linear4bit layers, and
+    the saved adapter on a freshly quantized base gives the in-memory model's logits. The CPU path on any machine
+    (a GPU would run Unsloth's FastVisionModel: scripts/gpu_check.py checks that)."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    from common.four_bit import unpacked_cpu_4bit
+
+    out = tmp_path / "v4"
+    result = run(["-c", RUN_4BIT, "--model", "tiny", "--load-in-4bit", "--max-steps", "2", "--grad-accum", "1",
+                  "--warmup-steps", "0", "--eval-prompts", "0", "--output-dir", out], env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "weights 4-bit nf4 via bitsandbytes on CPU, computing in float32" in result.stdout
+    assert json.loads((out / "run_config.json").read_text())["load_in_4bit"] is True
+    facts = json.loads((out / "facts.json").read_text())
+    linear4bit, layers = "bitsandbytes.nn.modules.Linear4bit", facts["layers"]
+    language = {name: kind for name, kind in layers.items() if ".language_model." in name}
+    assert len(language) == 14 and set(language.values()) == {linear4bit}, language  # 7 per layer, cross_attn too
+    assert layers["base_model.model.model.multi_modal_projector"] == linear4bit
+    assert layers["base_model.model.lm_head"] == "torch.nn.modules.linear.Linear"  # transformers keeps it unquantized
+    losses = [e["loss"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e]
+    assert len(losses) == 2 and all(map(math.isfinite, losses)), losses
+    held_out = facts["held_out_loss"]  # one held-out batch with and without the adapter: two training losses are noise
+    assert held_out["tuned"] < held_out["base"] - 0.05, held_out
+    from safetensors.torch import load_file
+    saved = load_file(out / "adapter/adapter_model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.float32}  # TRL's bf16 cast of a 4-bit model's LoRA is undone
+
+    probe = torch.load(out / "probe.pt")
+    inputs = {k: v for k, v in probe["batch"].items() if k != "labels"}
+    base_path = json.loads((out / "adapter/adapter_config.json").read_text())["base_model_name_or_path"]
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.float32)
+    base = AutoModelForImageTextToText.from_pretrained(base_path, dtype=torch.float32, quantization_config=quant,
+                                                       device_map="cpu")
+    unpacked_cpu_4bit(base)  # as the recipe: bitsandbytes' AVX512-BF16 repacking fails on the 32-wide vision layers
+    with torch.no_grad():
+        logits = PeftModel.from_pretrained(base, out / "adapter").eval()(**inputs).logits
+    assert torch.allclose(logits, probe["logits"], atol=1e-4), (logits - probe["logits"]).abs().max()
