@@ -3,6 +3,7 @@
     python scripts/benchmark.py --arch llama-3.1-8b --max-seq-length 2048 --batch-size 2 --grad-accum 4   # GPU
     python scripts/benchmark.py --arch llama-3.1-8b --lengths real --batch-size 8 --grad-accum 1   # bundled lengths
     python scripts/benchmark.py --device cpu --arch tiny --max-seq-length 128 --max-steps 4        # CPU: keeps it alive
+    python scripts/benchmark.py --arch deepseek-llm-7b --model-dir DIR --examples train.json --runs unsloth,hf
 
 The flags are the recipes' own: --max-seq-length, --batch-size, --grad-accum, --max-steps, --r.
 
@@ -13,12 +14,16 @@ Each run is its own subprocess (importing Unsloth patches transformers, so the r
                   input_ids and labels and no data_collator (Unsloth batches padding-free on a GPU; pads on a CPU)
   unsloth_padded  the same with transformers' padding collator, so every batch is padded (--lengths real)
   unsloth         raw Unsloth as its notebooks use it: input_ids only, every token trained (GPU, --lengths fixed)
-  hf              transformers AutoModelForCausalLM (+ BitsAndBytesConfig nf4 on a GPU; float32 on a CPU, which
-                  has no nf4 training path) + PEFT get_peft_model + gradient checkpointing + HF Trainer, padded batches
+  hf              transformers AutoModelForCausalLM (+ BitsAndBytesConfig nf4 when 4-bit) + PEFT get_peft_model +
+                  gradient checkpointing + HF Trainer, padded batches
+4-bit (nf4, double quantisation) on a GPU; float32 on a CPU unless --load-in-4bit (bitsandbytes' CPU backend loads
+and trains nf4 too, more slowly than float32 there); --no-load-in-4bit: 16-bit on a GPU.
 --lengths fixed: every example is --max-seq-length random tokens, the first quarter masked as the prompt.
 --lengths real:  the examples of datasets/chat_multiturn/train.jsonl with exact assistant-only labels (the tiny
                  model's tokenizer); for a big arch, lengths and label masks are scaled so the longest is
                  --max-seq-length.
+--examples FILE: a JSON list of {"input_ids", "labels"} instead (scripts/recipe_probe.py --dump-train writes a
+                 recipe's own prepared train set): every run gets all of them, so it trains on what the recipe did.
 Reports the median step time after --warmup steps, tokens/s (all real tokens, and trained tokens), peak memory
 (GPU reserved; on a CPU, the process's peak RSS), MFU against the GPU's dense 16-bit peak (LoRA: 4 x matmul
 parameters per token + causal attention; the recompute of gradient checkpointing is not counted) and the first
@@ -115,6 +120,22 @@ def build_examples(lengths: str, seq: int, vocab: int, count: int, seed: int) ->
     return examples
 
 
+def load_examples(path: str, vocab: int) -> list[dict]:
+    """--examples FILE: [{"input_ids": [...], "labels": [...]}, ...], checked against the model's vocabulary."""
+    try:
+        examples = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"--examples {path}: cannot read it as JSON ({err})") from None
+    if not isinstance(examples, list) or not examples or not all(
+            isinstance(e, dict) and isinstance(e.get("input_ids"), list) and isinstance(e.get("labels"), list)
+            and len(e["input_ids"]) == len(e["labels"]) > 0 for e in examples):
+        raise UserError(f"--examples {path}: expected a non-empty JSON list of {{input_ids, labels}} of equal length")
+    top = max(max(e["input_ids"]) for e in examples)
+    if top >= vocab:
+        raise UserError(f"--examples {path}: token id {top} is outside the model's vocabulary of {vocab}")
+    return [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
+
+
 # ---------------------------------------------------------------- one run (child process)
 
 class Counter:
@@ -163,7 +184,7 @@ def worker(spec: dict) -> dict:
     if on_gpu and not torch.cuda.is_available():
         raise UserError("--device cuda: no GPU here; use --device cpu")
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if on_gpu else torch.float32
-    four_bit = on_gpu and spec["four_bit"]
+    four_bit = spec["four_bit"]
     examples = json.loads(Path(spec["data"]).read_text())
     if kind == "unsloth":
         examples = [{"input_ids": e["input_ids"]} for e in examples]
@@ -297,6 +318,10 @@ def main(argv=None):
                         " (default: recipe,unsloth,hf for fixed lengths, recipe,unsloth_padded,hf for real; "
                         "recipe,hf on a CPU)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense 16-bit peak, for MFU")
+    parser.add_argument("--load-in-4bit", action=argparse.BooleanOptionalAction, default=None,
+                        help="nf4 weights (default: on a GPU yes, on a CPU no: float32)")
+    parser.add_argument("--examples", default=None,
+                        help="a JSON list of {input_ids, labels} to train on instead of --lengths' examples")
     parser.add_argument("--seed", type=int, default=3407)
     parser.add_argument("--out", default=None, help="default: runs/benchmark/ARCH-LENGTHS-DEVICE")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one run, from its spec file
@@ -338,19 +363,25 @@ def main(argv=None):
     model_dir = Path(args.model_dir) if args.model_dir else random_model_dir(args.arch)
     shape = model_shape(load_config(str(model_dir)), args.arch)
     need = args.steps * args.batch * args.accum
-    examples = build_examples(args.lengths, args.seq, shape.vocab, need, args.seed)
+    if args.examples:
+        examples = load_examples(args.examples, shape.vocab)
+    else:
+        examples = build_examples(args.lengths, args.seq, shape.vocab, need, args.seed)
+    four_bit = args.load_in_4bit if args.load_in_4bit is not None else device == "cuda"
     (out / "data.json").write_text(json.dumps(examples))
     lengths = sorted(len(e["input_ids"]) for e in examples)
     print(f"{args.arch}: {shape.params / 1e9:.3f}B parameters (random weights, {model_dir}); {len(examples)} examples, "
           f"{lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}); batch {args.batch} x accum "
           f"{args.accum}, r={args.r}, {args.steps} steps on {device}", flush=True)
     if device == "cpu":
-        print("CPU: every run trains in float32 (bitsandbytes has no nf4 training path on a CPU), and Unsloth pads "
-              "batches (its padding-free batching is GPU-only); timings only check that the script works", flush=True)
+        what = "nf4 weights (bitsandbytes' CPU backend) with float32 compute" if four_bit else \
+            "in float32 (no nf4 unless --load-in-4bit)"
+        print(f"CPU: every run trains {what}, and Unsloth pads batches (its padding-free batching is GPU-only); "
+              "timings only check that the script works", flush=True)
 
     results = []
     for kind in runs:
-        spec = {"kind": kind, "device": device, "four_bit": True, "model_dir": str(model_dir),
+        spec = {"kind": kind, "device": device, "four_bit": four_bit, "model_dir": str(model_dir),
                 "data": str(out / "data.json"), "result": str(out / f"{kind}.json"), "out": str(out),
                 "seq": args.seq, "batch": args.batch, "accum": args.accum, "r": args.r, "steps": args.steps,
                 "seed": args.seed}
@@ -376,12 +407,13 @@ def main(argv=None):
     if device == "cuda":
         for row in rows:
             tokens = next(r for r in results if r["kind"] == row["run"])["max_batch_tokens"]
-            predicted[row["run"]] = sum(predict_peak_gib(shape, tokens, 1, args.r, True, "8bit",
+            predicted[row["run"]] = sum(predict_peak_gib(shape, tokens, 1, args.r, four_bit, "8bit",
                                                          "hf" if row["run"] == "hf" else "unsloth").values())
     first = {r["run"]: r["first_loss"] for r in rows if r["run"] != "unsloth"}
     spread = max(first.values()) - min(first.values()) if len(first) > 1 else 0.0
     agree = spread <= 0.02 * max(abs(v) for v in first.values()) if first else True
-    report = {"arch": args.arch, "device": device, "lengths": args.lengths, "seq": args.seq, "batch": args.batch,
+    report = {"arch": args.arch, "device": device, "lengths": "examples" if args.examples else args.lengths,
+              "examples": args.examples, "four_bit": four_bit, "seq": args.seq, "batch": args.batch,
               "accum": args.accum, "r": args.r, "steps": args.steps, "warmup": args.warmup,
               "params": shape.params, "matmul_params": shape.matmul_params, "peak_tflops": peak_tflops,
               "runs": rows, "first_losses": first, "first_losses_agree": agree, "predicted_peak_gib": predicted}
@@ -393,10 +425,13 @@ def main(argv=None):
         report["recipe_slowdown_vs_raw_unsloth_pct"] = 100 * (by["unsloth"]["tokens_per_s"] /
                                                               by["recipe"]["tokens_per_s"] - 1)
     (out / "results.json").write_text(json.dumps(report, indent=1))
-    md = (f"{args.arch} on {rows[0]['device']}, {args.lengths} lengths, seq {args.seq}, batch {args.batch} x accum "
+    data = f"the examples of {args.examples}" if args.examples else f"{args.lengths} lengths"
+    md = (f"{args.arch} on {rows[0]['device']}, {data}, seq {args.seq}, batch {args.batch} x accum "
           f"{args.accum}, r={args.r} on all linear layers, {args.steps} steps (median of the last "
           f"{rows[0]['timed_steps']})\n\n" + table(rows, predicted))
-    md += f"\nfirst losses: {', '.join(f'{k} {v:.4f}' for k, v in first.items())} ({'agree' if agree else 'DIFFER'})\n"
+    if first:
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in first.items())
+        md += f"\nfirst losses: {losses} ({'agree' if agree else 'DIFFER'})\n"
     (out / "table.md").write_text(md)
     print(md)
     print(f"wrote {out / 'results.json'} and {out / 'table.md'}")

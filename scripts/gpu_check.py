@@ -1,22 +1,29 @@
-"""Check on one GPU what the tests cannot: every recipe end to end in 4-bit, a free Colab T4's fp16, the speed against
-the anchors, and the export from a 4-bit run. Writes OUT/report.md and OUT/results.json (and OUT/logs.tar.gz).
+"""Check on one GPU what the tests cannot: the headline (the DeepSeek recipe in 4-bit beside raw Unsloth and
+transformers + PEFT), every recipe end to end in 4-bit, a free Colab T4's fp16, the speed against the anchors, and the
+export from a 4-bit run. Writes OUT/report.md and OUT/results.json (and OUT/logs.tar.gz).
 
-    python scripts/gpu_check.py --out DIR                          # all four parts on the GPU
-    python scripts/gpu_check.py --out DIR --only recipes,t4        # parts: recipes, t4, speed, export
-    python scripts/gpu_check.py --out DIR --only deepseek          # a model's checks: deepseek, llama, vision, r1-qwen
+    python scripts/gpu_check.py --out DIR                          # everything on the GPU
+    python scripts/gpu_check.py --out DIR --only core              # the headline: a few minutes of GPU time
+    python scripts/gpu_check.py --out DIR --only deepseek          # groups: core deepseek llama speed vision r1-qwen
+    python scripts/gpu_check.py --out DIR --only recipes,t4        # parts: core, recipes, t4, speed, export
     python scripts/gpu_check.py --out DIR --device cpu             # tiny models on a CPU: keeps this script alive
     python scripts/gpu_check.py --out ALL --merge A/results.json B/results.json   # one report from runs in parts
 
+0. core     The headline, for short access to a GPU: recipes/deepseek_multiturn.py at the DeepSeek-LLM-7B shape in
+            4-bit at its defaults (batch 2 x 4, r=16, 2,048 tokens) on the bundled chats, through
+            scripts/recipe_probe.py (tokens/s after warm-up steps, the peak reserved memory, the 4-bit layers really
+            loaded, every training batch checked), then raw Unsloth and transformers + PEFT through scripts/benchmark.py
+            on the same model and the very examples the recipe trained on (recipe_probe --dump-train), 4-bit too.
 1. recipes  Each recipe file end to end, as a subprocess, on a random-weight model of the real shape built here from
             benchmarks/configs/ (bf16 weights saved once and cached, loaded in 4-bit by the recipe through
             bitsandbytes on the fly) with the real tokenizer of its family (fixtures/tokenizers): DeepSeek-LLM-7B and
             R1-Distill-Qwen-1.5B through recipes/deepseek_multiturn.py, Llama-3.1-8B through recipes/llama_text.py
             (also on generated chats that fill 2,048 tokens), Llama-3.2-11B-Vision through recipes/llama_vision.py
-            (FastVisionModel) on the bundled images. Each records: the loss is finite and falls; tokens/s; the peak
-            reserved memory beside plan_memory's prediction; that Unsloth batched padding-free and that no step
-            trained a padded or masked token (scripts/recipe_probe.py checks every training batch against the
-            dataset); the saved adapter is the in-memory one bit for bit, and PEFT on the base (the same 4-bit
-            quantization) reloads it with the in-memory model's logits.
+            (FastVisionModel) on the bundled images. Each records: the loss is finite and falls; tokens/s; that the
+            model holds bitsandbytes Linear4bit layers; the peak reserved memory beside plan_memory's prediction; that
+            Unsloth batched padding-free and that no step trained a padded or masked token (scripts/recipe_probe.py
+            checks every training batch against the dataset); the saved adapter is the in-memory one bit for bit, and
+            PEFT on the base (the same 4-bit quantization) reloads it with the in-memory model's logits.
 2. t4       What a free Colab T4 gives: fp16 (no bf16), SDPA, torch's allocator capped at what a T4's 14.74 GiB leaves
             after the CUDA context; the DeepSeek and Llama text recipes at their default settings on chats that fill
             2K (their worst case: the bundled chats are shorter), the vision recipe at its defaults on the bundled
@@ -30,9 +37,17 @@ the anchors, and the export from a 4-bit run. Writes OUT/report.md and OUT/resul
             f16 and q4_k_m with the parity check (export_run), then scripts/export.py --base; each step timed, with
             the peak host and GPU memory.
 
---device cpu runs the same on tiny shapes (each recipe's --model tiny, common.real_tokenizers.tiny_model_dir for
-the real tokenizers), with no 4-bit, in 5-6 minutes on 2 cores: what cannot be checked there says "not
-applicable on CPU".
+Groups (--only NAME) split the checks so that each fits a short stretch of GPU time (its planned time, an estimate,
+is listed at the end of --help): core; deepseek (recipe-deepseek, t4-deepseek); llama (recipe-llama, recipe-llama-2k,
+t4-llama); speed; vision (recipe-vision, t4-vision); r1-qwen (recipe-r1-qwen, export-4bit). Parts and single check
+ids work with --only too.
+
+--device cpu runs the same on tiny shapes (each recipe's --model tiny, common.real_tokenizers.tiny_model_dir for the
+real tokenizers), in 4-bit as on a GPU (bitsandbytes' CPU backend; Unsloth's CPU fallback loads Linear4bit layers):
+the recipe runs pass --load-in-4bit, the core runs and the speed runs train nf4 weights, and the export merges a 4-bit
+run into its 16-bit base. What a CPU cannot check (padding-free batches, GPU memory, the speed targets, T4 mode, a
+NAME-bnb-4bit checkpoint) says "not applicable on CPU". The CPU run reuses what it can: core-recipe is
+recipe-deepseek's run, and the export exports it; its subprocesses run one thread each (OMP_NUM_THREADS=1 unless set).
 Every part writes its rows into results.json as it finishes (a run cut short keeps what it did); an error in one
 check is recorded and the next one runs. Exit code 0 when every check passed, 1 when one failed, 2 for a bad argument.
 """
@@ -60,7 +75,8 @@ sys.path.insert(0, str(ROOT))
 from common.errors import UserError, report_user_errors  # noqa: E402
 from common.memory_plan import CONTEXT_GIB, GPUS  # noqa: E402
 
-PARTS = {"recipes": "1. Every recipe end to end", "t4": "2. T4 mode (fp16, SDPA, 15 GB)",
+PARTS = {"core": "0. Core: the DeepSeek recipe in 4-bit beside raw Unsloth and HF + PEFT",
+         "recipes": "1. Every recipe end to end", "t4": "2. T4 mode (fp16, SDPA, 15 GB)",
          "speed": "3. Speed against the anchors", "export": "4. Export from a 4-bit run"}
 # Earlier measurements by someone else (raw Unsloth 2026.10.9 vs HF + PEFT, one H100, Llama-3.1-8B shape, r=32 on all
 # linear layers): references to read this run's numbers against, never results of this script.
@@ -93,6 +109,12 @@ class Check:
 
 # In the order they run: grouped by model, so that one random-weight model at a time is on disk.
 CHECKS = [
+    Check("core-recipe", "core", "DeepSeek-LLM-7B shape in 4-bit, recipes/deepseek_multiturn.py, its defaults, "
+          "bundled chats", "deepseek", "core", {"kind": "recipe"}),
+    Check("core-unsloth", "core", "the same model and examples, raw Unsloth (scripts/benchmark.py)", "deepseek", "core",
+          {"kind": "unsloth"}),
+    Check("core-hf", "core", "the same model and examples, transformers + PEFT (scripts/benchmark.py)", "deepseek",
+          "core", {"kind": "hf"}),
     Check("recipe-deepseek", "recipes", "DeepSeek-LLM-7B, recipes/deepseek_multiturn.py, bundled chats", "deepseek",
           "recipe", {"recipe": "recipes/deepseek_multiturn.py", "reload": ("unsloth",)}),
     Check("t4-deepseek", "t4", "DeepSeek-LLM-7B, recipes/deepseek_multiturn.py, its defaults, chats that fill 2K",
@@ -118,6 +140,29 @@ CHECKS = [
           "export"),
 ]
 BY_ID = {c.id: c for c in CHECKS}
+# What --only NAME runs: groups that split the checks into stretches of GPU time of 8 minutes or less each on one H100
+# (planned: PLANNED_S), core first. A model's name runs its recipe checks (and r1-qwen the export); speed is its own.
+GROUPS = {
+    "core": ["core-recipe", "core-unsloth", "core-hf"],
+    "deepseek": ["recipe-deepseek", "t4-deepseek"],
+    "llama": ["recipe-llama", "recipe-llama-2k", "t4-llama"],
+    "speed": ["speed-fixed", "speed-mixed"],
+    "vision": ["recipe-vision", "t4-vision"],
+    "r1-qwen": ["recipe-r1-qwen", "export-4bit"],
+}
+# Planned seconds on one H100, ESTIMATES (not measurements: no GPU run has timed them yet; each report records the real
+# times beside them). Per check: its subprocesses' imports (Unsloth ~15 s), loading and quantizing the model to 4-bit,
+# the steps (core: 10, recipes: 20, T4 mode: 5, speed: 6 per run), evaluation, saving, and the reloads. Per model: the
+# random-weight build (initialised on the GPU, bf16 written to disk). START_S: this script and its GPU query;
+# INSTALL_S: installing the offline wheels (scripts/offline_wheels.sh), counted in core's plan only.
+PLANNED_S = {"core-recipe": 80, "core-unsloth": 65, "core-hf": 75, "recipe-deepseek": 120, "t4-deepseek": 85,
+             "recipe-llama": 80, "recipe-llama-2k": 110, "t4-llama": 90, "speed-fixed": 210, "speed-mixed": 140,
+             "recipe-vision": 165, "t4-vision": 95, "recipe-r1-qwen": 95, "export-4bit": 240}
+BUILD_S = {"deepseek": 45, "llama": 50, "vision": 70, "r1-qwen": 15}
+START_S, INSTALL_S = 15, 45
+GROUP_LIMIT_S, CORE_LIMIT_S = 8 * 60, 6 * 60  # what the plans must stay within (tests/test_gpu_check.py)
+# The core runs: steps and warm-up steps left out of tokens/s, per device (the CPU runs recipe-deepseek's command).
+CORE_STEPS = {"cuda": (10, 3), "cpu": (3, 1)}
 # model group -> (what it is on a GPU, the arch of benchmarks/configs, the family of fixtures/tokenizers)
 MODELS = {
     "deepseek": ("deepseek-llm-7b", "deepseek-llm-7b-chat"),
@@ -125,6 +170,39 @@ MODELS = {
     "vision": ("llama-3.2-11b-vision", "llama-3.1-8b-instruct"),
     "r1-qwen": ("deepseek-r1-distill-qwen-1.5b", "deepseek-r1-distill-qwen-1.5b"),
 }
+
+
+def planned_seconds(ids, install: bool = False) -> int:
+    """The planned time on one H100 of the checks `ids` run in one command (an estimate: PLANNED_S)."""
+    models = {BY_ID[i].model for i in ids}
+    return (START_S + (INSTALL_S if install else 0) + sum(BUILD_S[m] for m in models)
+            + sum(PLANNED_S[i] for i in ids))
+
+
+def minutes(seconds: float) -> int:
+    return math.ceil(seconds / 60)
+
+
+def plan_text() -> str:
+    """--help's list of the groups and parts with their planned times."""
+    lines = ["Planned time on one H100 of each --only group (ESTIMATES, not measurements: each includes building the",
+             "random-weight models it needs and this script's start; the report records the real times):"]
+    for name, ids in GROUPS.items():
+        core = name == "core"
+        what = "incl. the offline wheel install and model build" if core else "incl. model build"
+        lines.append(f"  {name:<9} ~{minutes(planned_seconds(ids, install=core))} min on one H100 (estimate, {what}): "
+                     f"{', '.join(ids)}")
+    lines.append("Parts span groups (core and speed are both):")
+    for part in ("recipes", "t4", "export"):
+        ids = [c.id for c in CHECKS if c.part == part]
+        secs = planned_seconds(ids)
+        models = {BY_ID[i].model for i in ids}
+        note = f"; {len(models)} models: with little GPU time, run its groups instead" if secs > GROUP_LIMIT_S else ""
+        lines.append(f"  {part:<9} ~{minutes(secs)} min on one H100 (estimate, incl. model builds{note})")
+    every = planned_seconds([c.id for c in CHECKS], install=True)
+    lines.append(f"  {'(all)':<9} ~{minutes(every)} min on one H100 (estimate, incl. the wheel install and model "
+                 "builds)")
+    return "\n".join(lines)
 
 
 class Parser(argparse.ArgumentParser):
@@ -150,9 +228,14 @@ class Context:
                     "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         if self.cache:
             self.env["TINY_MODEL_CACHE"] = str(self.cache)
+        if self.cpu and "OMP_NUM_THREADS" not in os.environ:
+            # The tiny models' operations are too small to share between threads, and on a busy machine torch's
+            # threads waiting on each other made a training step 20x slower (1.2 s against 25 s for 3 steps).
+            self.env["OMP_NUM_THREADS"] = "1"
         for sub in ("logs", "probes", "runs", "data", "bench", "export"):
             (self.work / sub).mkdir(parents=True, exist_ok=True)
         self.models, self.builds, self.passed = {}, {}, {}
+        self.rows = {}  # results.json's rows: this run's and those of earlier runs into the same OUT
         self.gpu = None
 
     def remaining(self) -> float | None:
@@ -352,14 +435,17 @@ def t4_planner_rows(ctx: Context, check: Check) -> dict:
     return {"status": "n/a", "items": items, "metrics": {"plan_t4_need_gib": plan.need_gib, "plan_t4_fits": plan.fits}}
 
 
-def recipe_args(ctx: Context, check: Check, model: str) -> tuple[list, int, int, int]:
+def recipe_args(ctx: Context, check: Check, model: str, clear: bool = True) -> tuple[list, int, int, int]:
     o = check.options
     t4 = o.get("t4", False)
     max_seq = 256 if ctx.cpu else 2048
     batch = 2
-    shutil.rmtree(ctx.work / "runs" / check.id, ignore_errors=True)  # no earlier run's files read as this one's
+    if clear:
+        shutil.rmtree(ctx.work / "runs" / check.id, ignore_errors=True)  # no earlier run's files read as this one's
     args = ["--model", model, "--output-dir", ctx.work / "runs" / check.id, "--overwrite", "--save-steps", "100000",
             "--eval-prompts", "1", "--max-new-tokens", "4" if ctx.cpu else "16"]
+    if not t4:  # 4-bit on a CPU too (bitsandbytes' CPU backend); T4 mode keeps the defaults (4-bit on a GPU)
+        args += ["--load-in-4bit"]
     if ctx.cpu:
         args += ["--max-steps", ctx.steps, "--batch-size", batch, "--grad-accum", "1", "--max-seq-length", max_seq,
                  "--warmup-steps", "0"]
@@ -372,23 +458,124 @@ def recipe_args(ctx: Context, check: Check, model: str) -> tuple[list, int, int,
     return args, max_seq, batch, 16
 
 
-def run_recipe(ctx: Context, check: Check) -> dict:
+def recipe_command(ctx: Context, check: Check, model: str, extra: tuple = (), clear: bool = True):
+    """The probe's command line for a recipe check: (command, the recipe's args, max_seq, batch, r, probe record)."""
     o = check.options
-    t4, vision = o.get("t4", False), o.get("vision", False)
-    if t4 and ctx.cpu:
-        return t4_planner_rows(ctx, check)
-    model = ctx.model(check.model)
-    args, max_seq, batch, r = recipe_args(ctx, check, model)
+    t4 = o.get("t4", False)
+    args, max_seq, batch, r = recipe_args(ctx, check, model, clear)
     probe = ctx.work / "probes" / f"{check.id}.json"
     inputs = ctx.work / "probes" / f"{check.id}-inputs.pt"
-    probe.unlink(missing_ok=True)
-    # The adapter reloaded in a fresh process: through Unsloth (the same kernels: identical logits) and/or plain
-    # transformers + PEFT (what the export merges with); on a CPU, PEFT alone (float32: identical too).
-    loaders = [] if t4 or not o.get("reload") else ["peft"] if ctx.cpu else list(o["reload"])
     command = [ctx.python, "scripts/recipe_probe.py", "--record", probe, *(["--t4"] if t4 else []),
-               *([] if t4 else ["--reload-inputs", inputs]), o["recipe"], *args]
-    result = ctx.run(check.id, command, timeout=1500)  # the run directory was cleared by recipe_args
+               *([] if t4 else ["--reload-inputs", inputs]), *extra, o["recipe"], *args]
+    return command, args, max_seq, batch, r, probe
+
+
+def reused_core_run(ctx: Context, check: Check, model: str):
+    """On a CPU, core-recipe runs recipe-deepseek's very command (core_recipe): recipe-deepseek then takes that run,
+    its record and its log, instead of training the same thing again, when core-recipe passed into this OUT."""
+    if not (ctx.cpu and check.id == "recipe-deepseek"):
+        return None
+    core = ctx.rows.get("core-recipe") or {}
+    command, args, max_seq, batch, r, probe = recipe_command(ctx, check, model, clear=False)
     record = load_json(probe, {})
+    if core.get("status") != "pass" or core.get("metrics", {}).get("recipe_args") != [str(a) for a in args] or \
+            not record.get("ok") or not Path(core.get("log", "")).is_file():
+        return None
+    text = Path(core["log"]).read_text(encoding="utf-8", errors="replace")
+    result = {"rc": 0, "seconds": core["metrics"].get("seconds", 0.0), "log": core["log"], "text": text,
+              "tail": tail(text), "reused": "core-recipe"}
+    return result, args, max_seq, batch, r, probe
+
+
+def loading_line(text: str) -> str:
+    """The recipe's own `loading MODEL: ..., 4-bit ...` line (what it says it loads)."""
+    return next((ln.strip() for ln in text.splitlines() if ln.startswith("loading ")), "")
+
+
+def four_bit_item(record: dict, text: str) -> dict:
+    """The 4-bit path really taken: the model holds bitsandbytes Linear4bit layers (the probe counts them)."""
+    model = record.get("model") or {}
+    layers = model.get("linear4bit_layers") or 0
+    quant = model.get("quantization") or {}
+    said = loading_line(text)
+    kind = quant.get("bnb_4bit_quant_type") or "?"
+    double = ", double quantisation" if quant.get("bnb_4bit_use_double_quant") else ""
+    return item("4-bit", bool(model.get("load_in_4bit") and layers > 0),
+                f"{layers} bitsandbytes Linear4bit layers ({kind}{double}); load_in_4bit={model.get('load_in_4bit')}"
+                + (f"; the recipe printed: {said}" if said else ""))
+
+
+def batch_items(ctx: Context, batches: dict, vision: bool, text: str, ran: bool) -> list[dict]:
+    """Padding-free batches, and no padded or masked token trained (the probe's check of every training batch)."""
+    items = []
+    if batches.get("training_forwards"):
+        shapes = ", ".join(f"{f['rows']}x{f['width']}" + (f" ({len(f['sequence_lengths'])} examples)"
+                                                          if f["rows"] == 1 else "")
+                           for f in batches.get("first_forwards", [])[:4])
+        if vision:
+            items.append(item("padding-free", None, "not applicable: vision batches come from the recipe's own "
+                                                    f"collator, padded (batches {shapes}, ...)"))
+        elif ctx.cpu:
+            items.append(item("padding-free", None, "not applicable on CPU: Unsloth pads batches without a GPU "
+                                                    f"(batches {shapes}, ...)"))
+        else:
+            said = "Padding-free auto-enabled" in text or "Padding-free enabled" in text
+            pf = batches.get("padding_free")
+            items.append(item("padding-free", bool(pf and said),
+                              f"{batches['training_forwards']} training batches, {batches['one_row_packed']} of them "
+                              f"one row of several examples with no attention mask, {batches['padded_positions']} "
+                              f"padded positions; first batches {shapes}; Unsloth "
+                              f"{'said' if said else 'did not say'} it enabled padding-free"))
+        problems = "; ".join(batches.get("problems", [])[:3])
+        items.append(item("labels: only real trained tokens", bool(batches.get("labels_ok")),
+                          f"{batches['trained_positions']:,} trained positions in {batches['sequences']:,} sequences, "
+                          f"each matched to its training example: {batches['wrong_labels']} wrong, "
+                          f"{batches['trained_padding']} on padding, {batches['trained_boundaries']} across an example "
+                          f"boundary, {batches['unknown_sequences']} sequences not in the dataset, "
+                          f"{batches['lost_labels']} labels lost" + (f" ({problems})" if problems else "")))
+    elif ran:
+        items.append(item("labels: only real trained tokens", False, "no training batch reached the probe's hook"))
+    return items
+
+
+def loss_items(losses: list, t4: bool = False) -> list[dict]:
+    if not losses:
+        return []
+    finite = all(math.isfinite(x) for x in losses)
+    items = [item("loss finite", finite, f"{len(losses)} logged losses, {losses[0]:.4f} (first) -> "
+                                         f"{losses[-1]:.4f} (last)")]
+    k = min(5, max(1, len(losses) // 3))
+    head, end = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    means = f"mean of the first {k} {head:.4f}, of the last {k} {end:.4f}"
+    if t4:
+        items.append(item("loss falls", None, f"not asserted in T4 mode (the recipe's own learning rate, "
+                                              f"{len(losses)} steps): {means}"))
+    else:
+        items.append(item("loss falls", finite and end < head, means))
+    return items
+
+
+def run_recipe(ctx: Context, check: Check) -> dict:
+    if check.options.get("t4") and ctx.cpu:
+        return t4_planner_rows(ctx, check)
+    model = ctx.model(check.model)
+    reused = reused_core_run(ctx, check, model)
+    if reused:
+        result, args, max_seq, batch, r, probe = reused
+    else:
+        command, args, max_seq, batch, r, probe = recipe_command(ctx, check, model)
+        probe.unlink(missing_ok=True)
+        result = ctx.run(check.id, command, timeout=1500)  # the run directory was cleared by recipe_args
+    return recipe_row(ctx, check, model, result, load_json(probe, {}), probe, max_seq, batch, r)
+
+
+def recipe_row(ctx: Context, check: Check, model: str, result: dict, record: dict, probe: Path, max_seq: int,
+               batch: int, r: int) -> dict:
+    o = check.options
+    t4, vision = o.get("t4", False), o.get("vision", False)
+    # The adapter reloaded in a fresh process: through Unsloth (the same kernels: identical logits) and/or plain
+    # transformers + PEFT (what the export merges with); on a CPU, PEFT alone (float32 compute: identical too).
+    loaders = [] if t4 or not o.get("reload") else ["peft"] if ctx.cpu else list(o["reload"])
     run_dir = Path(record.get("run_dir") or ctx.work / "runs" / check.id)
     history = load_json(run_dir / "log_history.json", [])
     evaluation = load_json(run_dir / "eval.json", {})
@@ -399,23 +586,18 @@ def run_recipe(ctx: Context, check: Check) -> dict:
 
     ran = result["rc"] == 0 and record.get("ok")
     error = record.get("error", {})
-    items.append(item("ran", bool(ran), f"exit {result['rc']} in {result['seconds']:.0f} s" + (
+    reused = " (core-recipe's run: the same command, reused)" if result.get("reused") else ""
+    items.append(item("ran", bool(ran), f"exit {result['rc']} in {result['seconds']:.0f} s{reused}" + (
         "" if ran else f": {error.get('type', '')} {error.get('message', '')[:300] or result['tail'][-600:]}")))
+    items += loss_items(losses, t4)
     if losses:
-        finite = all(math.isfinite(x) for x in losses)
-        items.append(item("loss finite", finite, f"{len(losses)} logged losses, {losses[0]:.4f} (first) -> "
-                                                 f"{losses[-1]:.4f} (last)"))
-        k = min(5, max(1, len(losses) // 3))
-        head, end = sum(losses[:k]) / k, sum(losses[-k:]) / k
-        means = f"mean of the first {k} {head:.4f}, of the last {k} {end:.4f}"
-        if t4:
-            items.append(item("loss falls", None, f"not asserted in T4 mode (the recipe's own learning rate, "
-                                                  f"{len(losses)} steps): {means}"))
-        else:
-            items.append(item("loss falls", finite and end < head, means))
         metrics.update(first_loss=losses[0], last_loss=losses[-1], losses=losses)
     elif ran:
         items.append(item("loss finite", False, "no loss was logged"))
+    if record.get("model"):
+        items.append(four_bit_item(record, result["text"]))
+    metrics["four_bit"] = {k: (record.get("model") or {}).get(k)
+                           for k in ("load_in_4bit", "linear4bit_layers", "quantization")}
 
     # tokens/s, from the recipe's own log (TRL's num_tokens: real tokens, no padding) and from the probe
     tokens = max([e.get("num_tokens", 0) for e in history] or [0])
@@ -432,7 +614,7 @@ def run_recipe(ctx: Context, check: Check) -> dict:
         batches.get("max_tokens_per_forward")
     seen_batch = batches.get("max_rows", rows) if vision or not batches.get("padding_free") else 1
     if ctx.cpu:
-        items.append(item("memory vs plan", None, "not applicable on CPU (no GPU memory; the tiny model in float32)"))
+        items.append(item("memory vs plan", None, "not applicable on CPU (no GPU memory; the tiny model)"))
     else:
         gpu = "t4" if t4 else f"{ctx.gpu['total_gib']:.2f}"
         planned = plan_for(model, max_seq, batch, r, True, gpu, images)
@@ -454,38 +636,13 @@ def run_recipe(ctx: Context, check: Check) -> dict:
             items += t4_items(check, record, ran, error, planned, peak)
 
     # padding-free batches, and no padded or masked token trained
+    items += batch_items(ctx, batches, vision, result["text"], ran)
     if batches.get("training_forwards"):
-        shapes = ", ".join(f"{f['rows']}x{f['width']}" + (f" ({len(f['sequence_lengths'])} examples)"
-                                                          if f["rows"] == 1 else "")
-                           for f in batches.get("first_forwards", [])[:4])
-        if vision:
-            items.append(item("padding-free", None, "not applicable: vision batches come from the recipe's own "
-                                                    f"collator, padded (batches {shapes}, ...)"))
-        elif ctx.cpu:
-            items.append(item("padding-free", None, "not applicable on CPU: Unsloth pads batches without a GPU "
-                                                    f"(batches {shapes}, ...)"))
-        else:
-            said = "Padding-free auto-enabled" in result["text"] or "Padding-free enabled" in result["text"]
-            pf = batches.get("padding_free")
-            items.append(item("padding-free", bool(pf and said),
-                              f"{batches['training_forwards']} training batches, {batches['one_row_packed']} of them "
-                              f"one row of several examples with no attention mask, {batches['padded_positions']} "
-                              f"padded positions; first batches {shapes}; Unsloth "
-                              f"{'said' if said else 'did not say'} it enabled padding-free"))
-        problems = "; ".join(batches.get("problems", [])[:3])
-        items.append(item("labels: only real trained tokens", bool(batches.get("labels_ok")),
-                          f"{batches['trained_positions']:,} trained positions in {batches['sequences']:,} sequences, "
-                          f"each matched to its training example: {batches['wrong_labels']} wrong, "
-                          f"{batches['trained_padding']} on padding, {batches['trained_boundaries']} across an example "
-                          f"boundary, {batches['unknown_sequences']} sequences not in the dataset, "
-                          f"{batches['lost_labels']} labels lost" + (f" ({problems})" if problems else "")))
         metrics["batches"] = {k: batches.get(k) for k in ("training_forwards", "sequences", "real_tokens",
                                                           "padded_positions", "trained_positions",
                                                           "max_tokens_per_forward", "min_sequence_length",
                                                           "max_sequence_length")}
         metrics["first_batches"] = batches.get("first_forwards", [])[:3]
-    elif ran:
-        items.append(item("labels: only real trained tokens", False, "no training batch reached the probe's hook"))
     if o.get("fill") and batches.get("training_forwards"):
         lo, hi = batches.get("min_sequence_length"), batches.get("max_sequence_length")
         items.append(item(f"fills {max_seq:,} tokens", lo == hi == max_seq,
@@ -509,7 +666,9 @@ def run_recipe(ctx: Context, check: Check) -> dict:
             items.append(item(name, False, f"exit {again['rc']}: {again['tail'][-500:]}"))
             continue
         same = "identical" if r_["identical"] else (f"max |diff| {r_['max_abs_diff']:.3g} ({r_['relative_diff']:.2g} "
-                                                   f"of the largest logit; tolerance {r_['tolerance']:g})")
+                                                   f"of the largest logit; tolerance {r_['tolerance']:.2g})")
+        if not r_["identical"] and r_.get("base_max_abs_diff") is not None:
+            same += f", the base alone (adapter off) differs by {r_['base_max_abs_diff']:.3g}"
         items.append(item(name, r_["ok"], f"{r_['loaded_as']}{' in 4-bit' if r_['quantized'] else ''}: logits {same}, "
                                           f"top-1 agreement {100 * r_['top1_agreement']:.1f}% over {r_['positions']} "
                                           f"positions; the adapter itself moves them by up to "
@@ -518,6 +677,149 @@ def run_recipe(ctx: Context, check: Check) -> dict:
     if record.get("trainer"):
         metrics["trainer"] = record["trainer"]
         metrics["model_info"] = record.get("model")
+    return {"status": status_of(items), "items": items, "metrics": metrics, "log": result["log"]}
+
+
+# ------------------------------------------------------------------ 0: core, the headline
+
+def timed_rate(steps: list[dict], warmup: int) -> dict:
+    """Tokens/s over the steps after `warmup`, as scripts/benchmark.py computes it (all of them if there are fewer)."""
+    timed = steps[warmup:] or steps
+    seconds = sum(s["seconds"] for s in timed)
+    if not timed or seconds <= 0:
+        return {}
+    ordered = sorted(s["seconds"] for s in timed)
+    return {"tokens_per_s": sum(s["tokens"] for s in timed) / seconds,
+            "trained_tokens_per_s": sum(s["trained"] for s in timed) / seconds,
+            "median_step_s": ordered[len(ordered) // 2], "timed_steps": len(timed)}
+
+
+def run_core(ctx: Context, check: Check) -> dict:
+    kind = check.options["kind"]
+    return core_recipe(ctx, check) if kind == "recipe" else core_baseline(ctx, check, kind)
+
+
+def core_recipe(ctx: Context, check: Check) -> dict:
+    """recipes/deepseek_multiturn.py in 4-bit through the probe, which also writes the examples it trained on for the
+    two baselines. On a GPU: the 7B shape at the recipe's defaults on the bundled chats, CORE_STEPS steps. On a CPU:
+    recipe-deepseek's own command (the tiny model), so that check takes this run instead of making it again."""
+    model = ctx.model("deepseek")
+    steps, warmup = CORE_STEPS[ctx.device]
+    examples = ctx.work / "bench" / "core" / "train.json"
+    examples.parent.mkdir(parents=True, exist_ok=True)
+    examples.unlink(missing_ok=True)
+    dump = ("--dump-train", examples)
+    if ctx.cpu:
+        command, args, max_seq, batch, r, probe = recipe_command(ctx, BY_ID["recipe-deepseek"], model, extra=dump)
+        accum, steps = 1, int(args[args.index("--max-steps") + 1])
+    else:
+        max_seq, batch, accum, r = 2048, 2, 4, 16
+        run_dir = ctx.work / "runs" / check.id
+        shutil.rmtree(run_dir, ignore_errors=True)
+        eval_file = first_rows(ROOT / "datasets" / "chat_multiturn" / "test.jsonl", 2,
+                               ctx.work / "data" / f"{check.id}-eval.jsonl")
+        args = ["--model", model, "--output-dir", run_dir, "--overwrite", "--load-in-4bit", "--max-steps", steps,
+                "--batch-size", batch, "--grad-accum", accum, "--max-seq-length", max_seq, "--r", r,
+                "--save-steps", "100000", "--eval-prompts", "0", "--eval-file", eval_file]
+        probe = ctx.work / "probes" / f"{check.id}.json"
+        command = [ctx.python, "scripts/recipe_probe.py", "--record", probe, *dump, "recipes/deepseek_multiturn.py",
+                   *args]
+    probe.unlink(missing_ok=True)
+    result = ctx.run(check.id, command, timeout=1200)
+    record = load_json(probe, {})
+    run_dir = Path(record.get("run_dir") or args[args.index("--output-dir") + 1])
+    training = load_json(run_dir / "eval.json", {}).get("training", {})
+    losses = [e["loss"] for e in load_json(run_dir / "log_history.json", []) if "loss" in e]
+    batches = record.get("batches", {})
+    ran = bool(result["rc"] == 0 and record.get("ok"))
+    error = record.get("error", {})
+    metrics = {"model": model, "seconds": result["seconds"], "recipe_args": [str(a) for a in args],
+               "shape": {"seq": max_seq, "batch": batch, "accum": accum, "r": r, "steps": steps, "warmup": warmup},
+               "examples": str(examples) if examples.is_file() else None, "losses": losses}
+    items = [item("ran", ran, f"exit {result['rc']} in {result['seconds']:.0f} s" + (
+        "" if ran else f": {error.get('type', '')} {error.get('message', '')[:300] or result['tail'][-600:]}"))]
+    items += loss_items(losses)[:1]  # finite; the loss falling is recipe-deepseek's check (random weights, lr 2e-4)
+    if losses:
+        metrics.update(first_loss=losses[0], last_loss=losses[-1], steps=len(losses))
+    if record.get("model"):
+        items.append(four_bit_item(record, result["text"]))
+    items += batch_items(ctx, batches, False, result["text"], ran)
+    metrics.update(timed_rate(batches.get("steps") or [], warmup))
+    if ctx.cpu:
+        metrics.update(peak_gib=record.get("peak_rss_gib"), peak_kind="process peak RSS")
+    else:
+        metrics.update(peak_gib=training.get("peak_gpu_gib") or record.get("peak_reserved_gib"),
+                       peak_kind="GPU reserved")
+    if ran and "tokens_per_s" in metrics and metrics.get("peak_gib"):
+        items.append(item("tokens/s and peak memory", None,
+                          f"{metrics['tokens_per_s']:,.0f} tokens/s ({metrics['trained_tokens_per_s']:,.0f} trained) "
+                          f"over steps {min(warmup, steps - metrics['timed_steps']) + 1}-{steps}, median step "
+                          f"{metrics['median_step_s']:.3f} s; peak {metrics['peak_gib']:.2f} GiB "
+                          f"({metrics['peak_kind']}); batch {batch} x {accum}, {max_seq:,} tokens, r={r}"))
+        if not ctx.cpu:
+            planned = plan_for(model, max_seq, batch, r, True, f"{ctx.gpu['total_gib']:.2f}", 0)
+            metrics["plan_gib"] = planned.peak_gib
+            items.append(item("memory vs plan", None, f"peak {metrics['peak_gib']:.2f} GiB reserved; planned "
+                                                      f"{planned.peak_gib:.2f} at {batch} x {max_seq} tokens"))
+    elif ran:
+        items.append(item("tokens/s and peak memory", False, "the probe recorded no timed step or no peak"))
+    if ran and not examples.is_file():
+        items.append(item("examples for the baselines", False, f"the probe wrote no {examples}"))
+    if record.get("dumped_train"):
+        metrics["examples_count"] = record["dumped_train"]["examples"]
+    return {"status": status_of(items), "items": items, "metrics": metrics, "log": result["log"]}
+
+
+BASELINES = {"unsloth": "raw Unsloth (all tokens trained)", "hf": "transformers + PEFT (padded batches)"}
+
+
+def core_baseline(ctx: Context, check: Check, kind: str) -> dict:
+    """scripts/benchmark.py --runs KIND on core-recipe's model, shape and examples, in 4-bit."""
+    core = ctx.rows.get("core-recipe") or {}
+    shape = core.get("metrics", {}).get("shape")
+    examples = ctx.work / "bench" / "core" / "train.json"
+    if not shape or not examples.is_file():
+        return {"status": "fail", "items": [item("ran", False, "needs core-recipe's run first (it writes the examples "
+                                                               "the recipe trained on): --only core")], "metrics": {}}
+    from common.tiny_model import tiny_model_path
+    model_dir = tiny_model_path("deepseek", ctx.cache) if ctx.cpu else ctx.model("deepseek")
+    out = ctx.work / "bench" / "core" / kind
+    shutil.rmtree(out, ignore_errors=True)
+    command = [ctx.python, "scripts/benchmark.py", "--device", ctx.device, "--arch",
+               "tiny" if ctx.cpu else MODELS["deepseek"][0], "--model-dir", model_dir, "--examples", examples,
+               "--runs", kind, "--max-seq-length", shape["seq"], "--batch-size", shape["batch"], "--grad-accum",
+               shape["accum"], "--r", shape["r"], "--max-steps", shape["steps"], "--warmup", shape["warmup"],
+               "--load-in-4bit", "--out", out]
+    result = ctx.run(check.id, command, timeout=900)
+    report = load_json(out / "results.json")
+    runs = (report or {}).get("runs") or [{}]
+    row = runs[0]
+    ran = result["rc"] == 0 and "tokens_per_s" in row
+    items = [item("ran", ran, f"exit {result['rc']} in {result['seconds']:.0f} s"
+                  + ("" if ran else f": {result['tail'][-600:]}"))]
+    if not ran:
+        return {"status": status_of(items), "items": items, "metrics": {}, "log": result["log"]}
+    metrics = {k: row.get(k) for k in ("tokens_per_s", "trained_tokens_per_s", "peak_gib", "peak_kind",
+                                       "median_step_s", "timed_steps", "dtype", "first_loss", "losses", "label")}
+    metrics.update(model=str(model_dir), shape=shape, table=(out / "table.md").read_text()
+                   if (out / "table.md").exists() else "")
+    items += loss_items(row.get("losses") or [])[:1]
+    items.append(item("4-bit", "nf4" in (row.get("dtype") or ""),
+                      f"{row.get('dtype')}: " + ("FastLanguageModel.from_pretrained(load_in_4bit=True)" if kind ==
+                                                 "unsloth" else "BitsAndBytesConfig nf4, double quantisation")))
+    items.append(item("tokens/s and peak memory", None,
+                      f"{row['tokens_per_s']:,.0f} tokens/s ({row['trained_tokens_per_s']:,.0f} trained) over "
+                      f"{row['timed_steps']} timed steps, median step {row['median_step_s']:.3f} s; peak "
+                      f"{row['peak_gib']:.2f} GiB ({row['peak_kind']}); {BASELINES[kind]}, the recipe's "
+                      f"{examples.name}"))
+    recipe = core.get("metrics", {})
+    if recipe.get("tokens_per_s") and recipe.get("peak_gib"):
+        speed, memory = recipe["tokens_per_s"] / row["tokens_per_s"], recipe["peak_gib"] / row["peak_gib"]
+        items.append(item(f"the recipe vs {BASELINES[kind]}", None,
+                          f"{recipe['tokens_per_s']:,.0f} vs {row['tokens_per_s']:,.0f} tokens/s ({speed:.2f}x); peak "
+                          f"{recipe['peak_gib']:.2f} vs {row['peak_gib']:.2f} GiB ({memory:.2f}x)"
+                          + ("; on a CPU these numbers only show the runs work" if ctx.cpu else "")))
+        metrics.update(recipe_vs_speed=speed, recipe_vs_memory=memory)
     return {"status": status_of(items), "items": items, "metrics": metrics, "log": result["log"]}
 
 
@@ -559,7 +861,7 @@ def run_speed(ctx: Context, check: Check) -> dict:
         size = (["--max-seq-length", "64", "--batch-size", "2"] if lengths == "fixed"
                 else ["--max-seq-length", "128", "--batch-size", "4", "--runs", "recipe"])
         command = [ctx.python, "scripts/benchmark.py", "--device", "cpu", "--arch", "tiny", "--lengths", lengths,
-                   *size, "--grad-accum", "1", "--max-steps", "2", "--warmup", "1", "--out", out]
+                   *size, "--grad-accum", "1", "--max-steps", "2", "--warmup", "1", "--load-in-4bit", "--out", out]
     else:
         size = (["--max-seq-length", "2048", "--batch-size", "2", "--grad-accum", "4"] if lengths == "fixed"
                 else ["--max-seq-length", "2048", "--batch-size", "8", "--grad-accum", "1", "--runs", "recipe,hf"])
@@ -577,7 +879,11 @@ def run_speed(ctx: Context, check: Check) -> dict:
                "table": (out / "table.md").read_text() if (out / "table.md").exists() else ""}
     items.append(item("first losses agree", bool(report.get("first_losses_agree")),
                       ", ".join(f"{k} {v:.4f}" for k, v in report["first_losses"].items())))
-    na = "not applicable on CPU (float32, no nf4, padded batches: the numbers only show the script works)"
+    dtypes = {r["run"]: r.get("dtype", "") for r in report["runs"]}
+    items.append(item("4-bit", all("nf4" in d for d in dtypes.values()),
+                      ", ".join(f"{k} {v}" for k, v in dtypes.items())))
+    na = ("not applicable on CPU (the tiny model, nf4 weights with float32 compute, padded batches: the numbers only "
+          "show the script works)")
     recipe, hf = by.get("recipe"), by.get("hf")
     if lengths == "fixed":
         raw = by.get("unsloth")
@@ -683,11 +989,13 @@ def export_worker(spec_file: str):
 
 def run_export(ctx: Context, check: Check) -> dict:
     items, metrics = [], {}
-    if ctx.cpu:  # no 4-bit on a CPU: export a run of the tiny DeepSeek model, its base given with --base
+    if ctx.cpu:  # a 4-bit run of the tiny DeepSeek model (loaded in 4-bit on the fly), merged into its own checkpoint
         from common.tiny_model import tiny_model_path
         base16 = trained_on = str(tiny_model_path("deepseek", ctx.cache))
-        items.append(item("16-bit base from the -bnb-4bit name", None, "not applicable on CPU (no 4-bit run): the base "
-                                                                      "is given with --base"))
+        items.append(item("16-bit base from the -bnb-4bit name", None, "not applicable on CPU: the run loaded the "
+                          "tiny model's unquantized checkpoint in 4-bit on the fly (no NAME-bnb-4bit copy: "
+                          "common/random_models.quantized_copy needs CUDA), so that checkpoint is the base, given "
+                          "with --base"))
     else:
         base16 = ctx.model("r1-qwen")
         build = ctx.run("build-r1-qwen-bnb-4bit", [ctx.python, __file__, "--build", f"bnb4:{base16}"], timeout=900)
@@ -701,23 +1009,30 @@ def run_export(ctx: Context, check: Check) -> dict:
     run_dir = ctx.work / "runs" / check.id
     shutil.rmtree(run_dir, ignore_errors=True)
     earlier = ctx.work / "runs" / "recipe-deepseek"
-    if ctx.cpu and ctx.passed.get("recipe-deepseek") and (earlier / "adapter" / "adapter_config.json").is_file():
+    earlier_model = load_json(ctx.work / "probes" / "recipe-deepseek.json", {}).get("model") or {}
+    if ctx.cpu and ctx.passed.get("recipe-deepseek") and (earlier / "adapter" / "adapter_config.json").is_file() \
+            and earlier_model.get("linear4bit_layers"):
         return export_and_check(ctx, check, earlier, base16, items + [item(
-            "tiny run trained", True, "the run of recipe-deepseek (the tiny DeepSeek model, float32) is exported")])
+            "4-bit run trained", True, f"the run of recipe-deepseek is exported: the tiny DeepSeek model loaded in "
+                                       f"4-bit ({earlier_model['linear4bit_layers']} bitsandbytes Linear4bit layers), "
+                                       "float32 compute")])
     data = {"--eval-file": first_rows(ROOT / "datasets/chat_multiturn/test.jsonl", 2 if ctx.cpu else 8,
                                       ctx.work / "data" / f"{check.id}-eval.jsonl")}
     if ctx.cpu:
         data["--train-file"] = first_rows(ROOT / "datasets/chat_multiturn/train.jsonl", 2,
                                           ctx.work / "data" / f"{check.id}-train.jsonl")
     args = ["--model", trained_on, "--output-dir", run_dir, "--overwrite", "--save-steps", "100000", "--eval-prompts",
-            "1", "--max-new-tokens", "4", "--max-steps", 3 if ctx.cpu else 10]
+            "1", "--max-new-tokens", "4", "--max-steps", 3 if ctx.cpu else 10, "--load-in-4bit"]
     if ctx.cpu:
         args += ["--batch-size", "2", "--grad-accum", "1", "--max-seq-length", "256", "--warmup-steps", "0"]
     for flag, path in data.items():
         args += [flag, path]
     trained = ctx.run(f"{check.id}-train", [ctx.python, "recipes/deepseek_multiturn.py", *args], timeout=1200)
-    items.append(item(f"4-bit run trained on {Path(trained_on).name}" if not ctx.cpu else "tiny run trained",
-                      trained["rc"] == 0, f"exit {trained['rc']} in {trained['seconds']:.0f} s"
+    said = loading_line(trained["text"])
+    ok = trained["rc"] == 0 and "4-bit" in said
+    items.append(item(f"4-bit run trained on {Path(trained_on).name}" if not ctx.cpu else "4-bit run trained", ok,
+                      f"exit {trained['rc']} in {trained['seconds']:.0f} s" + (f"; the recipe printed: {said}" if said
+                                                                                else "")
                       + ("" if trained["rc"] == 0 else f": {trained['tail'][-600:]}")))
     if trained["rc"] != 0:
         return {"status": status_of(items), "items": items, "metrics": metrics, "log": trained["log"]}
@@ -784,7 +1099,7 @@ def export_and_check(ctx: Context, check: Check, run_dir: Path, base16: str, ite
     return {"status": status_of(items), "items": items, "metrics": metrics, "log": exported["log"]}
 
 
-RUNNERS = {"recipe": run_recipe, "speed": run_speed, "export": run_export}
+RUNNERS = {"core": run_core, "recipe": run_recipe, "speed": run_speed, "export": run_export}
 
 
 # ------------------------------------------------------------------ the report
@@ -798,9 +1113,11 @@ def report_markdown(results: dict) -> str:
     lines = ["# GPU check", ""]
     for run in meta["runs"]:
         gpu = run.get("gpu") or {}
+        planned = f" (planned ~{minutes(run['planned_s'])} min on one H100, an estimate)" \
+            if run.get("planned_s") and run["device"] == "cuda" else ""
         lines.append(f"- {run['started']}: `{' '.join(run['argv'])}` on {gpu.get('name', 'a CPU')} "
                      f"({run['device']}{', %.1f GiB' % gpu['total_gib'] if gpu.get('total_gib') else ''}), "
-                     f"{run.get('seconds', 0) / 60:.1f} min")
+                     f"{run.get('seconds', 0) / 60:.1f} min{planned}")
         versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items() if v)
         lines.append(f"  - {versions}")
         for group, b in run.get("builds", {}).items():
@@ -808,15 +1125,18 @@ def report_markdown(results: dict) -> str:
                          "on disk" + (", deleted after use" if b.get("deleted_after_use") else ""))
     if any(run["device"] == "cpu" for run in meta["runs"]):
         lines += ["", "On a CPU each check runs a tiny model of its family (each recipe's `--model tiny`, or "
-                  "`common.real_tokenizers.tiny_model_dir`) in float32 instead of the 4-bit shape its title names: it "
-                  "shows the script and the recipes work, not what a GPU measures."]
+                  "`common.real_tokenizers.tiny_model_dir`) in 4-bit (bitsandbytes nf4 weights, float32 compute) "
+                  "instead of the real shape its title names: it shows the script and the recipes' 4-bit path work, "
+                  "not what a GPU measures."]
     rows = results["checks"]
     counts = {s: sum(r["status"] == s for r in rows.values()) for s in ("pass", "fail", "error", "skipped", "n/a")}
     lines += ["", "## Summary", "", " · ".join(f"{v} {k}" for k, v in counts.items() if v), "",
-              "| check | part | status |", "|---|---|---|"]
+              "| check | part | status | seconds | planned on one H100 (estimate) |", "|---|---|---|---:|---:|"]
     for check in CHECKS:
         if check.id in rows:
-            lines.append(f"| {check.id} | {check.part} | {rows[check.id]['status'].upper()} |")
+            took = rows[check.id].get("seconds")
+            lines.append(f"| {check.id} | {check.part} | {rows[check.id]['status'].upper()} | "
+                         f"{'-' if took is None else f'{took:.0f}'} | ~{PLANNED_S[check.id]} s |")
     for part, heading in PARTS.items():
         lines += ["", f"## {heading}", ""]
         if part == "speed":
@@ -830,6 +1150,8 @@ def report_markdown(results: dict) -> str:
                       "context). Its speed is this GPU's, not a T4's, and Unsloth still sees this GPU's compute "
                       "capability.", ""]
         shown = [c for c in CHECKS if c.part == part and c.id in rows]
+        if part == "core" and shown:
+            lines += core_table(rows)
         if not shown:
             lines.append("not run")
         for check in shown:
@@ -842,8 +1164,8 @@ def report_markdown(results: dict) -> str:
                 numbers.append(f"model {name}")
             if "tokens_per_s" in m:
                 numbers.append(f"{m['tokens_per_s']:,.0f} tokens/s ({m.get('trained_tokens_per_s', 0):,.0f} trained)")
-            if "peak_gib" in m:
-                numbers.append(f"peak {m['peak_gib']:.2f} GiB reserved")
+            if m.get("peak_gib"):
+                numbers.append(f"peak {m['peak_gib']:.2f} GiB {m.get('peak_kind', 'reserved')}")
             if "steps" in m and m.get("first_loss") is not None:
                 numbers.append(f"{m['steps']} steps, loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}")
             if numbers:
@@ -858,6 +1180,31 @@ def report_markdown(results: dict) -> str:
                 lines.append(f"- log: `{Path(row['log']).name}` (in logs.tar.gz)")
             lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def core_table(rows: dict) -> list[str]:
+    """The headline: the recipe, raw Unsloth and HF + PEFT side by side (from the core rows that ran)."""
+    recipe = rows.get("core-recipe", {}).get("metrics", {})
+    lines = ["| run | tokens/s (after warm-up) | trained tokens/s | median step (s) | peak memory (GiB) | the recipe's "
+             "tokens/s vs this |", "|---|---:|---:|---:|---:|---:|"]
+    for check_id, label in (("core-recipe", "recipes/deepseek_multiturn.py (4-bit)"),
+                            ("core-unsloth", f"{BASELINES['unsloth']}, 4-bit"),
+                            ("core-hf", f"{BASELINES['hf']}, 4-bit")):
+        m = rows.get(check_id, {}).get("metrics", {})
+        if not m.get("tokens_per_s"):
+            lines.append(f"| {label} | - | - | - | - | - |")
+            continue
+        ratio = f"{recipe['tokens_per_s'] / m['tokens_per_s']:.2f}x" if recipe.get("tokens_per_s") else "-"
+        peak = f"{m['peak_gib']:.2f} ({m.get('peak_kind', '')})" if m.get("peak_gib") else "-"
+        lines.append(f"| {label} | {m['tokens_per_s']:,.0f} | {m.get('trained_tokens_per_s', 0):,.0f} | "
+                     f"{m.get('median_step_s') or 0:.3f} | {peak} | {ratio} |")
+    shape = recipe.get("shape") or {}
+    if shape:
+        lines += ["", f"The same model, examples ({recipe.get('examples_count', '?')}, the recipe's prepared train "
+                  f"set) and shape for all three: batch {shape['batch']} x {shape['accum']}, up to {shape['seq']:,} "
+                  f"tokens, r={shape['r']}, {shape['steps']} steps of which the first {shape['warmup']} are left out "
+                  "of tokens/s. Raw Unsloth trains every token (input_ids only); HF + PEFT pads its batches."]
+    return lines + [""]
 
 
 def write_outputs(out: Path, results: dict, logs: Path | None = None):
@@ -902,12 +1249,13 @@ def select(only: str | None) -> list[Check]:
     if not only:
         return list(CHECKS)
     wanted = [w.strip() for w in only.split(",") if w.strip()]
-    unknown = [w for w in wanted if w not in PARTS and w not in BY_ID and w not in MODELS]
+    unknown = [w for w in wanted if w not in GROUPS and w not in PARTS and w not in BY_ID]
     if unknown or not wanted:
         named = ",".join(unknown) or repr(only)
-        raise UserError(f"--only {named}: choose parts ({', '.join(PARTS)}), models ({', '.join(MODELS)}) or checks "
+        raise UserError(f"--only {named}: choose groups ({', '.join(GROUPS)}), parts ({', '.join(PARTS)}) or checks "
                         f"({', '.join(BY_ID)}), comma-separated")
-    return [c for c in CHECKS if c.part in wanted or c.id in wanted or c.model in wanted]
+    ids = {i for w in wanted for i in GROUPS.get(w, [])} | set(wanted)
+    return [c for c in CHECKS if c.part in wanted or c.id in ids]
 
 
 def build_worker(what: str, cache):
@@ -926,14 +1274,15 @@ def build_worker(what: str, cache):
 
 
 def main(argv=None) -> int:
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, epilog=plan_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="where report.md, results.json and logs.tar.gz go")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda if there is a GPU")
-    parser.add_argument("--only", default=None, help=f"parts ({', '.join(PARTS)}), models ({', '.join(MODELS)}) and/or "
-                        "check ids, comma-separated")
+    parser.add_argument("--only", default=None, help=f"groups ({', '.join(GROUPS)}; their planned times are listed "
+                        f"below), parts ({', '.join(PARTS)}) and/or check ids, comma-separated")
     parser.add_argument("--work", default=None, help="runs, data and logs (default OUT/work)")
     parser.add_argument("--cache", default=None, help="where the models are built (default: the tiny models' cache)")
-    parser.add_argument("--max-steps", type=int, default=None, help="steps of each recipe run (default 20; 3 on a CPU)")
+    parser.add_argument("--max-steps", type=int, default=None, help="steps of each recipe run (default 20; 3 on a CPU; "
+                        f"the core runs take {CORE_STEPS['cuda'][0]} on a GPU)")
     parser.add_argument("--t4-steps", type=int, default=5, help="steps of each T4-mode run (default 5)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="seconds: start no check after this, and cut a running one short to end in time")
@@ -977,12 +1326,15 @@ def main(argv=None) -> int:
     start = time.time()
     run_meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "argv": ["scripts/gpu_check.py", *(argv or sys.argv[1:])],
-                "device": ctx.device, "host": platform.node(), "versions": versions(), "builds": ctx.builds}
+                "device": ctx.device, "host": platform.node(), "versions": versions(), "builds": ctx.builds,
+                "planned_s": planned_seconds([c.id for c in checks])}
     if ctx.device == "cuda":
         ctx.gpu = run_meta["gpu"] = gpu_info(ctx)
     previous = load_json(out / "results.json")  # an earlier part in the same OUT: its rows are kept
     results = previous if previous and "checks" in previous else {"meta": {"runs": []}, "checks": {}}
     results["meta"]["runs"].append(run_meta)
+    ctx.rows = results["checks"]
+    ctx.passed = {k: r.get("status") == "pass" for k, r in ctx.rows.items()}
     last_use = {c.model: i for i, c in enumerate(checks)}
     for i, check in enumerate(checks):
         print(f"[{time.strftime('%H:%M:%S')}] {check.id}: {check.title} ...", flush=True)

@@ -26,6 +26,13 @@ its own name and argv, after this script has added, around it:
                 transformers alone (in 4-bit with the in-memory model's own quantization config when it was 4-bit: the
                 same quantized weights), `--loader unsloth` through Unsloth's from_pretrained on the adapter folder.
 
+  the steps    Each optimizer step's wall time and the real and trained tokens the hooked forwards saw in it, so
+                tokens/s can be taken after warm-up steps exactly as scripts/benchmark.py takes it; the peak GPU memory
+                reserved (on a CPU, the process's peak RSS) and how many bitsandbytes Linear4bit layers the model has
+                (the 4-bit path really taken, not only asked for).
+  --dump-train FILE  The first trainer's prepared train dataset (input_ids and labels, what its collator batches)
+                as JSON, for scripts/benchmark.py --examples: other trainers then see the very same examples.
+
 The record is JSON, written at the end and also when the recipe fails (the error, and whether it ran out of GPU
 memory); the recipe's exit code is kept.
 """
@@ -61,10 +68,13 @@ class BatchLog:
                        "max_sequences_per_forward": 0, "max_rows": 0, "max_width": 0, "min_sequence_length": None,
                        "max_sequence_length": None}
         self.start = None
+        self.steps = []  # per optimizer step of the first trainer, filled by step_clock
 
     def attach(self, trainer):
         self.trainers.append(trainer)
         trainer.model.register_forward_pre_hook(self.hook, with_kwargs=True)
+        if len(self.trainers) == 1:
+            trainer.add_callback(step_clock(self))
 
     def _index(self):
         """{input_ids: [labels, ...]} of the first trainer's prepared train dataset (what its collator batches)."""
@@ -181,8 +191,44 @@ class BatchLog:
         padding_free = (c["training_forwards"] > 0 and c["one_row_no_mask"] == c["training_forwards"]
                         and c["padded_positions"] == 0 and c["one_row_packed"] > 0)
         return {**c, "labels_ok": ok, "padding_free": padding_free, "first_forwards": self.forwards,
-                "problems": self.problems,
+                "problems": self.problems, "steps": self.steps,
                 "seconds_from_first_training_forward": time.perf_counter() - self.start if self.start else None}
+
+
+def step_clock(log: BatchLog):
+    """A Trainer callback: each optimizer step's wall seconds, and the real and trained tokens of its forwards (the
+    hook's counts), into log.steps. Made on first use: transformers is imported after Unsloth."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        start, before = None, (0, 0)
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+            self.before = (log.counts["real_tokens"], log.counts["trained_positions"])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.start is None:
+                return
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            log.steps.append({"seconds": time.perf_counter() - self.start,
+                              "tokens": log.counts["real_tokens"] - self.before[0],
+                              "trained": log.counts["trained_positions"] - self.before[1]})
+
+    return StepClock()
+
+
+def linear4bit_layers(model) -> int:
+    """How many bitsandbytes.nn.Linear4bit layers the model holds (PEFT's LoRA wrapper of one, also named Linear4bit,
+    is not counted again)."""
+    return len(four_bit_layers(model))
+
+
+def peak_rss_gib() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 # ------------------------------------------------------------------ T4 mode
@@ -264,17 +310,47 @@ def reload_inputs(g: dict, path: Path) -> dict:
     adapter_dir = Path(g["run_dir"]) / "adapter"
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     torch.save({"inputs": batch, "tuned": tuned, "base": base}, path)
+    # how the run's 4-bit layers and LoRA weights computed those logits, for a reload to do the same (on a CPU)
+    repacked = any(getattr(getattr(m.weight, "quant_state", None), "packing_format_for_cpu", False)
+                   for m in four_bit_layers(model))
+    lora_dtypes = {str(p.dtype).removeprefix("torch.") for n, p in model.named_parameters() if "lora_" in n}
     return {"path": str(path), "adapter_dir": str(adapter_dir), "base_model": config.get("base_model_name_or_path"),
             "quantization_config": quant, "dtype": str(g.get("dtype", "")).removeprefix("torch."),
             "load_in_4bit": bool(g.get("load_in_4bit")),
             "max_seq_length": getattr(g.get("cfg"), "max_seq_length", None),
-            "vision": "collator" in g, "tokens": int(batch["input_ids"].shape[1])}
+            "vision": "collator" in g, "tokens": int(batch["input_ids"].shape[1]), "cpu_repacked": repacked,
+            "lora_dtype": lora_dtypes.pop() if len(lora_dtypes) == 1 else None}
+
+
+def four_bit_layers(model) -> list:
+    return [m for m in model.modules()
+            if type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")]
+
+
+def cpu_4bit_as_trained(model, spec: dict):
+    """A CPU reload computes as the run did. (1) bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a Linear4bit's
+    weight at its first forward in eval mode without gradients, for a faster kernel whose block scales are rounded to
+    bf16 (outputs move by up to about 1e-2); the run's layers were not repacked (Unsloth's CPU path dequantizes itself,
+    the vision recipe turns it off), so neither are these, unless the run's were. (2) TRL keeps the LoRA weights of a
+    4-bit model in bf16, and PEFT loads a saved adapter in float32 (autocast_adapter_dtype): the LoRA weights are put
+    back in the dtype the run trained and saved them in."""
+    import torch
+
+    if not spec.get("cpu_repacked"):
+        for module in four_bit_layers(model):
+            module.support_avx512bf16_for_cpu = False
+    if spec.get("lora_dtype"):
+        dtype = getattr(torch, spec["lora_dtype"])
+        for name, param in model.named_parameters():
+            if "lora_" in name and param.dtype != dtype:
+                param.data = param.data.to(dtype)
 
 
 def reload_check(record_path: Path, loader: str) -> dict:
     """In a fresh process: the base model with the saved adapter, its logits against the in-memory model's (saved by
     the first process). loader "peft": transformers + PEFT, no Unsloth (what scripts/export.py merges with); the same
-    weights through other kernels, so 16-bit logits agree to rounding, float32 ones exactly. loader "unsloth":
+    weights through other kernels, so 16-bit logits agree to rounding, float32 ones exactly (4-bit on a CPU too: the
+    reloaded layers are kept as the run had them, see cpu_4bit_as_trained). loader "unsloth":
     FastLanguageModel / FastVisionModel.from_pretrained on the adapter directory (PEFT on the base, with Unsloth's
     kernels, as the run had them): the same computation, so the logits must be identical. The result goes into the
     record under reload.LOADER."""
@@ -311,21 +387,31 @@ def reload_check(record_path: Path, loader: str) -> dict:
             kwargs["device_map"] = {"": 0}
         auto = AutoModelForImageTextToText if spec["vision"] else AutoModelForCausalLM
         model = PeftModel.from_pretrained(auto.from_pretrained(spec["base_model"], **kwargs), spec["adapter_dir"])
+        if not on_gpu:
+            cpu_4bit_as_trained(model, spec)
         model.eval()
     device = next(p.device for p in model.parameters())
     os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
+    inputs = {k: v.to(device) for k, v in saved["inputs"].items()}
     with torch.no_grad():
-        reloaded = model(**{k: v.to(device) for k, v in saved["inputs"].items()}).logits.float().cpu()
+        reloaded = model(**inputs).logits.float().cpu()
+        base_again = None
+        if hasattr(model, "disable_adapter"):
+            with model.disable_adapter():
+                base_again = model(**inputs).logits.float().cpu()
     tuned, base = saved["tuned"], saved["base"]
     scale = float(tuned.abs().max())
     diff = float((reloaded - tuned).abs().max())
     effect = float((base - tuned).abs().max())
+    # How far the base model alone (adapter off) lands from the in-memory one: the two kernels' own difference.
+    kernels = float((base_again - base).abs().max()) if base_again is not None else None
     top1 = float((reloaded.argmax(-1) == tuned.argmax(-1)).float().mean())
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     result = {"loader": loader, "seconds": round(time.time() - start, 1), "loaded_as": type(inner).__name__,
               "quantized": quantized, "max_abs_logit": scale, "max_abs_diff": diff,
               "relative_diff": diff / scale if scale else None, "adapter_effect_max_abs": effect,
-              "top1_agreement": top1, "identical": diff == 0.0, "positions": int(tuned.shape[1])}
+              "base_max_abs_diff": kernels, "top1_agreement": top1, "identical": diff == 0.0,
+              "positions": int(tuned.shape[1])}
     if dtype == torch.float32:
         # float32 (a CPU): any two implementations agree to rounding, so identical or as good as.
         result["tolerance"] = 1e-5
@@ -365,6 +451,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--t4", action="store_true")
     parser.add_argument("--memory-cap-gib", type=float, default=T4_GIB - CONTEXT_GIB)
     parser.add_argument("--reload-inputs", default=None)
+    parser.add_argument("--dump-train", default=None)
     args = parser.parse_args(own)
     if recipe_at is None:
         parser.error("no recipe: give the recipe's .py file after the probe's own flags")
@@ -409,6 +496,7 @@ def main(argv: list[str]) -> int:
         record["batches"] = log.summary()
         if torch.cuda.is_available():
             record["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+        record["peak_rss_gib"] = peak_rss_gib()
         trainer = log.trainers[0] if log.trainers else None
         if trainer is not None:
             collator = trainer.data_collator
@@ -421,11 +509,23 @@ def main(argv: list[str]) -> int:
         if model is None and trainer is not None:
             model = trainer.model
         if model is not None:
+            quant = getattr(model.config, "quantization_config", None)
+            quant = quant if isinstance(quant, dict) or quant is None else quant.to_dict()
             record["model"] = {"dtype": str(g.get("dtype", "")).removeprefix("torch."),
                                "attention": getattr(model.config, "_attn_implementation", None),
-                               "class": type(model).__name__, "load_in_4bit": g.get("load_in_4bit")}
+                               "class": type(model).__name__, "load_in_4bit": g.get("load_in_4bit"),
+                               "linear4bit_layers": linear4bit_layers(model),
+                               "quantization": {k: (quant or {}).get(k) for k in (
+                                   "quant_method", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant")}
+                               if quant else None}
         if g.get("run_dir"):
             record["run_dir"] = str(g["run_dir"])
+        if args.dump_train and trainer is not None:
+            dataset = trainer.train_dataset
+            rows = [{"input_ids": list(ids), "labels": list(labels)}
+                    for ids, labels in zip(dataset["input_ids"], dataset["labels"])]
+            Path(args.dump_train).write_text(json.dumps(rows))
+            record["dumped_train"] = {"path": args.dump_train, "examples": len(rows)}
         write()
     if args.reload_inputs:
         try:

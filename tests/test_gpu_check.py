@@ -1,9 +1,10 @@
 """scripts/gpu_check.py on a CPU with the tiny models, so the GPU check cannot rot between the rare GPU runs: every part
-runs and reports, and what a CPU cannot check says so. And scripts/recipe_probe.py's batch check, on padding-free
-batches built the way TRL's collator and Unsloth build them on a GPU."""
+runs and reports, in 4-bit as on a GPU, and what a CPU cannot check says so. And scripts/recipe_probe.py's batch check,
+on padding-free batches built the way TRL's collator and Unsloth build them on a GPU."""
 import json
 import math
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,16 +12,24 @@ import pytest
 
 from conftest import ROOT, run
 
+CORE = ["core-recipe", "core-unsloth", "core-hf"]
 RECIPES = ["recipe-deepseek", "recipe-llama", "recipe-llama-2k", "recipe-vision", "recipe-r1-qwen"]
 T4 = ["t4-deepseek", "t4-llama", "t4-vision"]
 
 
 @pytest.fixture(scope="module")
 def cpu_check(tmp_path_factory):
+    """`--only core`, then the rest into the same OUT, as runs in parts are made: one report, and the CPU run of
+    recipe-deepseek reuses core-recipe's (the same command) instead of training it again."""
     out = tmp_path_factory.mktemp("gpu_check")
-    result = run(["scripts/gpu_check.py", "--out", out, "--device", "cpu"], timeout=1500)
+    core = run(["scripts/gpu_check.py", "--out", out, "--device", "cpu", "--only", "core"], timeout=900)
+    assert core.returncode == 0, core.stdout[-4000:] + core.stderr[-3000:]
+    core_results = json.loads((out / "results.json").read_text())
+    result = run(["scripts/gpu_check.py", "--out", out, "--device", "cpu", "--only", "recipes,t4,speed,export"],
+                 timeout=1500)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
-    return out, json.loads((out / "results.json").read_text()), (out / "report.md").read_text(), result.stdout
+    return out, json.loads((out / "results.json").read_text()), (out / "report.md").read_text(), result.stdout, \
+        core_results, core.stdout
 
 
 def items(row) -> dict:
@@ -28,20 +37,23 @@ def items(row) -> dict:
 
 
 def test_it_writes_the_report_the_results_and_the_logs(cpu_check):
-    out, results, report, stdout = cpu_check
-    assert set(results["checks"]) == set(RECIPES + T4 + ["speed-fixed", "speed-mixed", "export-4bit"])
-    for heading in ("## Summary", "## 1. Every recipe end to end", "## 2. T4 mode", "## 3. Speed against the anchors",
-                    "## 4. Export from a 4-bit run"):
+    out, results, report, stdout, _, core_stdout = cpu_check
+    assert set(results["checks"]) == set(CORE + RECIPES + T4 + ["speed-fixed", "speed-mixed", "export-4bit"])
+    for heading in ("## Summary", "## 0. Core", "## 1. Every recipe end to end", "## 2. T4 mode",
+                    "## 3. Speed against the anchors", "## 4. Export from a 4-bit run"):
         assert heading in report, heading
     assert (out / "logs.tar.gz").stat().st_size > 1000
-    assert results["meta"]["runs"][0]["device"] == "cpu" and results["meta"]["runs"][0]["versions"]["torch"]
+    assert [r["device"] for r in results["meta"]["runs"]] == ["cpu", "cpu"]
+    assert results["meta"]["runs"][0]["versions"]["torch"]
+    assert "summary: 3 passed, 0 failed, 0 not applicable or skipped" in core_stdout
     assert "summary: 8 passed, 0 failed, 3 not applicable or skipped" in stdout
+    assert "| core-recipe | core | PASS |" in report and "planned on one H100 (estimate)" in report
     # the references are labelled as such, never as this run's numbers
     assert "Reference, not measured by this script" in report and "9,696 tokens/s" in report
 
 
 def test_every_recipe_trains_with_a_falling_finite_loss(cpu_check):
-    _, results, _, _ = cpu_check
+    _, results, *_ = cpu_check
     for check in RECIPES:
         row = results["checks"][check]
         assert row["status"] == "pass", (check, row["items"])
@@ -53,7 +65,7 @@ def test_every_recipe_trains_with_a_falling_finite_loss(cpu_check):
 
 
 def test_no_padded_or_masked_token_is_trained_and_padding_free_is_not_claimed_on_cpu(cpu_check):
-    _, results, _, _ = cpu_check
+    _, results, *_ = cpu_check
     for check in RECIPES:
         found = items(results["checks"][check])
         labels = found["labels: only real trained tokens"]
@@ -66,18 +78,63 @@ def test_no_padded_or_masked_token_is_trained_and_padding_free_is_not_claimed_on
     assert items(results["checks"]["recipe-llama-2k"])["fills 256 tokens"]["ok"]
 
 
+def test_recipes_run_the_4bit_path_on_cpu(cpu_check):
+    """--load-in-4bit on a CPU too: bitsandbytes Linear4bit layers in the model the recipe trained (the vision recipe's
+    transformers + PEFT path included), and the recipe said so."""
+    _, results, *_ = cpu_check
+    for check in RECIPES:
+        row = results["checks"][check]
+        four_bit = items(row)["4-bit"]
+        assert four_bit["ok"] and "bitsandbytes Linear4bit layers (nf4, double quantisation)" in four_bit["detail"]
+        assert "4-bit" in four_bit["detail"].split("the recipe printed:")[1], four_bit
+        assert row["metrics"]["four_bit"]["linear4bit_layers"] > 0 and row["metrics"]["four_bit"]["load_in_4bit"]
+        assert "--load-in-4bit" in Path(row["log"]).read_text().splitlines()[0]  # the command, as the log shows it
+
+
 def test_adapters_are_saved_as_trained_and_reload_with_identical_logits(cpu_check):
-    _, results, _, _ = cpu_check
+    """4-bit on a CPU too: transformers + PEFT on the same nf4 base, its layers and LoRA weights computing as the run's
+    did (recipe_probe.cpu_4bit_as_trained), gives the in-memory model's logits exactly."""
+    _, results, *_ = cpu_check
     for check in RECIPES:
         assert items(results["checks"][check])["adapter saved = in memory"]["ok"], check
     for check in ("recipe-deepseek", "recipe-vision", "recipe-r1-qwen"):
         reload = items(results["checks"][check])["adapter reloads (transformers + PEFT)"]
         assert reload["ok"] and "logits identical" in reload["detail"], (check, reload)
         assert results["checks"][check]["metrics"]["reload"]["peft"]["adapter_effect_max_abs"] > 0  # not vacuous
+    assert "in 4-bit" in items(results["checks"]["recipe-deepseek"])["adapter reloads (transformers + PEFT)"]["detail"]
+
+
+def test_core_gives_the_recipe_beside_raw_unsloth_and_hf_peft(cpu_check):
+    """`--only core` alone: the three core rows with tokens/s and peak memory, all three in 4-bit, on the same examples
+    (the recipe's own prepared train set) and shape."""
+    out, results, report, _, core_results, _ = cpu_check
+    assert set(core_results["checks"]) == set(CORE)
+    shapes = set()
+    for check in CORE:
+        row = core_results["checks"][check]
+        assert row["status"] == "pass", (check, row["items"])
+        m = row["metrics"]
+        assert m["tokens_per_s"] > 0 and m["trained_tokens_per_s"] > 0 and m["median_step_s"] > 0, (check, m)
+        assert m["peak_gib"] > 0 and m["peak_kind"] == "process peak RSS", (check, m)
+        found = items(row)
+        assert found["4-bit"]["ok"] and found["ran"]["ok"] and found["loss finite"]["ok"], (check, found)
+        assert "tokens/s" in found["tokens/s and peak memory"]["detail"]
+        shapes.add(json.dumps(m["shape"], sort_keys=True))
+    assert len(shapes) == 1  # the same batch, length, rank and steps for the three
+    recipe = core_results["checks"]["core-recipe"]["metrics"]
+    assert recipe["examples_count"] >= 2 and Path(recipe["examples"]).is_file()
+    assert "nf4" in core_results["checks"]["core-unsloth"]["metrics"]["dtype"]
+    assert "nf4" in core_results["checks"]["core-hf"]["metrics"]["dtype"]
+    assert "the recipe vs transformers + PEFT" in " ".join(items(core_results["checks"]["core-hf"]))
+    assert "| recipes/deepseek_multiturn.py (4-bit) |" in report and "| raw Unsloth (all tokens trained), 4-bit |" \
+        in report
+    # on a CPU, recipe-deepseek is core-recipe's run (the same command), not trained a second time
+    assert "core-recipe's run: the same command, reused" in items(results["checks"]["recipe-deepseek"])["ran"]["detail"]
+    assert not (out / "work" / "logs" / "recipe-deepseek.log").exists()
 
 
 def test_t4_mode_on_cpu_gives_the_planners_verdicts_only(cpu_check):
-    _, results, _, _ = cpu_check
+    _, results, *_ = cpu_check
     for check in T4:
         row = results["checks"][check]
         assert row["status"] == "n/a"
@@ -88,22 +145,26 @@ def test_t4_mode_on_cpu_gives_the_planners_verdicts_only(cpu_check):
 
 
 def test_speed_runs_the_benchmark_and_leaves_the_targets_to_a_gpu(cpu_check):
-    _, results, report, _ = cpu_check
+    _, results, report, *_ = cpu_check
     for check in ("speed-fixed", "speed-mixed"):
         row = results["checks"][check]
         found = items(row)
         assert row["status"] == "pass" and found["ran"]["ok"] and found["first losses agree"]["ok"], row["items"]
         assert found["targets"]["ok"] is None and "not applicable on CPU" in found["targets"]["detail"]
+        assert found["4-bit"]["ok"], found["4-bit"]
         assert row["metrics"]["runs"][0]["tokens_per_s"] > 0
     assert {r["run"] for r in results["checks"]["speed-fixed"]["metrics"]["runs"]} == {"recipe", "hf"}
-    assert "| recipe (Unsloth, its own batching) | float32 |" in report
+    assert "| recipe (Unsloth, its own batching) | float32 + nf4 |" in report
+    assert "| HF + PEFT, padded batches | float32 + nf4 |" in report
 
 
 def test_export_merges_converts_and_matches_llama_cpp(cpu_check):
-    _, results, _, _ = cpu_check
+    _, results, *_ = cpu_check
     row = results["checks"]["export-4bit"]
     assert row["status"] == "pass", row["items"]
     found = items(row)
+    # a 4-bit run (recipe-deepseek's: the tiny model loaded in 4-bit) merged into its unquantized base
+    assert found["4-bit run trained"]["ok"] and "Linear4bit" in found["4-bit run trained"]["detail"]
     # every prompt of the run's own eval file (its size depends on the data) tokenizes identically
     matched = re.search(r"prompt ids match (\d+)/(\d+)", found["parity f16"]["detail"])
     assert found["parity f16"]["ok"] and matched and matched[1] == matched[2] and int(matched[2]) >= 2
@@ -115,7 +176,7 @@ def test_export_merges_converts_and_matches_llama_cpp(cpu_check):
 
 
 def test_merge_makes_one_report_from_runs_in_parts(cpu_check, tmp_path):
-    out, results, _, _ = cpu_check
+    out, results, *_ = cpu_check
     part = tmp_path / "part.json"
     part.write_text(json.dumps({"meta": {"runs": results["meta"]["runs"]},
                                 "checks": {"speed-fixed": results["checks"]["speed-fixed"]}}))
@@ -123,13 +184,14 @@ def test_merge_makes_one_report_from_runs_in_parts(cpu_check, tmp_path):
                  timeout=120)
     assert merged.returncode == 0, merged.stderr[-2000:]
     again = json.loads((tmp_path / "merged" / "results.json").read_text())
-    assert set(again["checks"]) == set(results["checks"]) and len(again["meta"]["runs"]) == 2
+    assert set(again["checks"]) == set(results["checks"])
+    assert len(again["meta"]["runs"]) == 2 * len(results["meta"]["runs"])  # both files' runs (core, then the rest)
     assert "## 3. Speed against the anchors" in (tmp_path / "merged" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--only", "recipes,warp"], "error: --only warp: choose parts (recipes, t4, speed, export), models (deepseek, "
-                                 "llama, vision, r1-qwen) or checks"),
+    (["--only", "recipes,warp"], "error: --only warp: choose groups (core, deepseek, llama, speed, vision, r1-qwen), "
+                                 "parts (core, recipes, t4, speed, export) or checks"),
     (["--max-steps", "0"], "error: --max-steps 0: must be positive"),
     (["--device", "tpu"], "error: argument --device: invalid choice: 'tpu'"),
     (["--merge", "nothing.json"], "error: --merge nothing.json: not a results.json of scripts/gpu_check.py"),
@@ -139,6 +201,62 @@ def test_a_bad_argument_is_one_line(args, message, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-1000:]
     assert "Traceback" not in result.stderr
+
+
+def gpu_check_module():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_check
+    return gpu_check
+
+
+def test_help_lists_every_group_and_part_with_its_planned_time():
+    result = run(["scripts/gpu_check.py", "--help"], timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    gpu_check = gpu_check_module()
+    for name in [*gpu_check.GROUPS, *gpu_check.PARTS]:
+        line = re.search(rf"^  {re.escape(name)} +~(\d+) min on one H100 \(estimate, incl\. [^)]*model build",
+                         result.stdout, re.M)
+        assert line, (name, result.stdout[-3000:])
+    assert re.search(r"^  core +~\d+ min on one H100 \(estimate, incl\. the offline wheel install and model build\)",
+                     result.stdout, re.M)
+    assert "ESTIMATES, not measurements" in result.stdout
+
+
+def test_the_planned_times_fit_short_gpu_access():
+    """core within 6 minutes on one H100 with the wheel install; every other group within 8 (planned: estimates)."""
+    gpu_check = gpu_check_module()
+    assert gpu_check.planned_seconds(gpu_check.GROUPS["core"], install=True) <= gpu_check.CORE_LIMIT_S == 360
+    for name, ids in gpu_check.GROUPS.items():
+        assert gpu_check.planned_seconds(ids) <= gpu_check.GROUP_LIMIT_S == 480, name
+    # the groups split the checks: each check in exactly one group, in the order the checks run
+    grouped = [i for ids in gpu_check.GROUPS.values() for i in ids]
+    assert grouped == [c.id for c in gpu_check.CHECKS]
+    assert set(gpu_check.PLANNED_S) == set(gpu_check.BY_ID)
+
+
+def test_only_selects_groups_parts_and_checks():
+    gpu_check = gpu_check_module()
+    ids = lambda only: [c.id for c in gpu_check.select(only)]  # noqa: E731
+    assert ids("core") == ["core-recipe", "core-unsloth", "core-hf"]
+    assert ids("llama") == ["recipe-llama", "recipe-llama-2k", "t4-llama"]
+    assert ids("r1-qwen") == ["recipe-r1-qwen", "export-4bit"]
+    assert ids("recipes") == RECIPES[:3] + ["recipe-vision", "recipe-r1-qwen"]
+    assert ids("t4-llama,speed") == ["t4-llama", "speed-fixed", "speed-mixed"]
+
+
+def test_the_offline_wheels_script_is_documented_and_parses():
+    """scripts/offline_wheels.sh (nothing is downloaded here): valid bash, and the READMEs give its install command."""
+    script = ROOT / "scripts" / "offline_wheels.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    for package in ("unsloth==2026.10.9", "unsloth_zoo==2026.10.9", "trl==1.15.0", "datasets==4.8.5",
+                    "bitsandbytes==0.50.2"):
+        assert package in text, package
+    install = "python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl"
+    assert install in text
+    for readme in ("README.md", "README.zh-CN.md"):
+        section = (ROOT / readme).read_text()
+        assert "bash scripts/offline_wheels.sh" in section and install in section, readme
 
 
 # ------------------------------------------------------------------ the probe's batch check
@@ -340,15 +458,25 @@ def fake_gpu_context(tmp_path, monkeypatch):
                        "max_sequence_length": width, "labels_ok": True, "padding_free": not vision, "problems": [],
                        "first_forwards": [{"rows": 2 if vision else 1, "width": 60 if vision else 2 * width,
                                            "attention_mask": vision, "sequence_lengths": [width, width]}]}
-            data = {"ok": True, "run_dir": str(run_dir), "batches": batches,
+            batches["steps"] = [{"seconds": 2.0 if i < 3 else 1.0, "tokens": 8 * width, "trained": 6 * width}
+                                for i in range(10)]
+            data = {"ok": True, "run_dir": str(run_dir), "batches": batches, "peak_rss_gib": 20.0,
                     "trainer": {"bf16": not t4, "fp16": t4, "padding_free": not vision},
-                    "model": {"dtype": "float16" if t4 else "bfloat16", "attention": "sdpa"},
+                    "model": {"dtype": "float16" if t4 else "bfloat16", "attention": "sdpa", "load_in_4bit": True,
+                              "linear4bit_layers": 224, "quantization": {"quant_method": "bitsandbytes",
+                                                                         "bnb_4bit_quant_type": "nf4",
+                                                                         "bnb_4bit_use_double_quant": True}},
                     "t4": {"cap_gib": 14.29} if t4 else None}
+            if "--dump-train" in command:  # core-recipe: the examples the baselines train on
+                dump = Path(command[command.index("--dump-train") + 1])
+                dump.write_text(json.dumps([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]))
+                data["dumped_train"] = {"path": str(dump), "examples": 1}
             if not t4:
                 data["adapter_tensors"] = {"ok": True, "tensors": 448, "saved_dtypes": ["float32"], "n_different": 0}
                 data["reload_inputs"] = {"path": "x"}
             record.write_text(json.dumps(data))
-            text = "🦥 Unsloth: Padding-free auto-enabled, enabling faster training."
+            text = ("loading x: 6,910M parameters, dtype bfloat16, 4-bit nf4 with double quantisation (QLoRA)\n"
+                    "🦥 Unsloth: Padding-free auto-enabled, enabling faster training.")
         elif "--reload" in command:
             record = Path(command[command.index("--reload") + 1])
             data = json.loads(record.read_text())
@@ -362,10 +490,13 @@ def fake_gpu_context(tmp_path, monkeypatch):
         elif "scripts/benchmark.py" in command:
             out = Path(command[command.index("--out") + 1])
             out.mkdir(parents=True, exist_ok=True)
-            kinds = ["recipe", "hf"] if "--runs" in command else ["recipe", "unsloth", "hf"]
+            kinds = command[command.index("--runs") + 1].split(",") if "--runs" in command else \
+                ["recipe", "unsloth", "hf"]
             speed = {"recipe": 9600, "unsloth": 9700, "hf": 5200 if "fixed" in command else 2900}
             runs = [{"run": k, "label": k, "tokens_per_s": speed[k], "trained_tokens_per_s": speed[k] * 0.75,
-                     "peak_gib": 7.2 if k != "hf" else 12.0, "padding_pct": 0 if k != "hf" else 40} for k in kinds]
+                     "peak_gib": 7.2 if k != "hf" else 12.0, "padding_pct": 0 if k != "hf" else 40,
+                     "dtype": "bfloat16 + nf4", "median_step_s": 1.5, "timed_steps": 7, "peak_kind": "GPU reserved",
+                     "first_loss": 12.0, "losses": [12.0, 11.9]} for k in kinds]
             (out / "results.json").write_text(json.dumps({
                 "runs": runs, "first_losses": {k: 12.0 for k in kinds if k != "unsloth"}, "first_losses_agree": True,
                 "predicted_peak_gib": {k: 7.3 if k != "hf" else 12.0 for k in kinds}}))
@@ -373,6 +504,7 @@ def fake_gpu_context(tmp_path, monkeypatch):
         elif "--build" in command:  # the NAME-bnb-4bit copy
             text = f"built {command[command.index('--build') + 1].split(':', 1)[1]}-bnb-4bit\n"
         elif "recipes/deepseek_multiturn.py" in command:  # the export's 4-bit run
+            text = "loading x: 1,777M parameters, dtype bfloat16, 4-bit nf4 with double quantisation (QLoRA)\n"
             run_dir = Path(command[command.index("--output-dir") + 1])
             (run_dir / "adapter").mkdir(parents=True, exist_ok=True)
             base = command[command.index("--model") + 1]
@@ -400,6 +532,7 @@ def test_gpu_rows_are_built_from_what_the_runs_record(tmp_path, monkeypatch):
     gpu_check, ctx, calls = fake_gpu_context(tmp_path, monkeypatch)
     results = {"meta": {"runs": [{"started": "now", "argv": ["scripts/gpu_check.py"], "device": "cuda",
                                   "gpu": ctx.gpu, "versions": {}, "builds": {}}]}, "checks": {}}
+    ctx.rows = results["checks"]
     for check in gpu_check.CHECKS:
         row = gpu_check.RUNNERS[check.run](ctx, check)
         results["checks"][check.id] = {**row, "part": check.part, "title": check.title}
@@ -416,6 +549,10 @@ def test_gpu_rows_are_built_from_what_the_runs_record(tmp_path, monkeypatch):
         if check.part == "t4":
             assert found["fp16 and SDPA"]["ok"] and found["planner predicted the outcome"]["ok"]
             assert found["README claim"]["ok"], found["README claim"]
+        if check.run in ("recipe", "core") or check.id.startswith("core-"):
+            assert found["4-bit"]["ok"], (check.id, found["4-bit"])
+        if check.part == "core":
+            assert row["metrics"]["tokens_per_s"] > 0 and row["metrics"]["peak_gib"] > 0, check.id
         if check.id == "speed-fixed":
             assert {"recipe within 3% of raw Unsloth", "at least 1.8x HF + PEFT", "at most 0.6x HF + PEFT's memory"} \
                 <= set(found)
@@ -425,7 +562,20 @@ def test_gpu_rows_are_built_from_what_the_runs_record(tmp_path, monkeypatch):
     assert "--learning-rate" not in t4 and "--batch-size" not in t4 and t4[t4.index("--max-steps") + 1] == "5"
     export = items(results["checks"]["export-4bit"])
     assert export["16-bit base from the -bnb-4bit name"]["ok"] and export["parity f16"]["ok"]
+    assert any(name.startswith("4-bit run trained on") and i["ok"] for name, i in export.items()), export
+    # core on a GPU: the 7B shape at the recipe's defaults, 10 steps, the three runs on the same examples
+    core = [c for c in calls if "--dump-train" in c][0]
+    assert core[core.index("--grad-accum") + 1] == "4" and core[core.index("--max-steps") + 1] == "10"
+    assert "--load-in-4bit" in core and "--eval-prompts" in core
+    for kind in ("unsloth", "hf"):
+        bench = [c for c in calls if "--examples" in c and c[c.index("--runs") + 1] == kind][0]
+        assert bench[bench.index("--examples") + 1] == core[core.index("--dump-train") + 1]
+        assert bench[bench.index("--arch") + 1] == "deepseek-llm-7b" and "--load-in-4bit" in bench
+        assert bench[bench.index("--warmup") + 1] == "3" and bench[bench.index("--grad-accum") + 1] == "4"
+    # tokens/s over the 7 steps after 3 of warm-up: 5,600 tokens a step, a second each (the fake's timing)
+    assert results["checks"]["core-recipe"]["metrics"]["tokens_per_s"] == pytest.approx(8 * 700)
     report = gpu_check.report_markdown(results)
+    assert "| recipes/deepseek_multiturn.py (4-bit) | 5,600 |" in report, report[report.index("## 0."):][:1500]
     assert "### t4-llama:" in report and "PASS README claim" in report and "PASS recipe within 3% of raw" in report
 
     # an OOM in T4 mode that the planner said would fit is the planner's failure, and the claim's
