@@ -122,8 +122,6 @@ def loftq_on_4bit(model, model_name: str) -> None:
     from huggingface_hub import snapshot_download
     from peft.utils import loftq_utils
 
-    from common.merge import sixteen_bit_base
-
     if not torch.cuda.is_available():
         @torch.no_grad()
         def loftq_init_on_cpu(qweight, weight, num_bits: int, reduced_rank: int):
@@ -132,11 +130,9 @@ def loftq_on_4bit(model, model_name: str) -> None:
             low_rank = loftq_utils._low_rank_decomposition(weight.float() - dequantized, reduced_rank=reduced_rank)
             return low_rank["R"], low_rank["L"]
         loftq_utils._loftq_init_new = loftq_init_on_cpu
-    if Path(model_name).is_dir():
-        weights_dir = model_name
-    else:  # Unsloth loaded NAME-bnb-4bit: LoftQ needs the 16-bit weights it was quantised from
-        weights_dir = snapshot_download(sixteen_bit_base(model.config._name_or_path),
-                                        allow_patterns=["*.safetensors", "*.safetensors.index.json"])
+    # The model as named (Unsloth may have loaded its NAME-bnb-4bit copy): LoftQ needs the 16-bit weights.
+    weights_dir = model_name if Path(model_name).is_dir() else snapshot_download(
+        model_name, allow_patterns=["*.safetensors", "*.safetensors.index.json", "config.json"])
     quantization = getattr(__import__("transformers").AutoConfig.from_pretrained(weights_dir),
                            "quantization_config", None)
     if quantization:
