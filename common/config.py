@@ -74,8 +74,30 @@ def parse_config(cls, argv: list[str] | None = None, description: str | None = N
         if stop.code in (0, None):
             print(captured.getvalue(), end="")
             raise
-        print(f"error: {one_line(captured.getvalue())} ({sys.argv[0]} --help lists every flag)", file=sys.stderr)
+        message = captured.getvalue()
+        if "Unrecognized options" in message:
+            message = switch_given_a_value(cls, argv) or message
+        print(f"error: {one_line(message)} ({sys.argv[0]} --help lists every flag)", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def switch_given_a_value(cls, argv: list[str]) -> str | None:
+    """`--resume maybe` (or `--resume=maybe`): tyro says only "Unrecognized options: maybe", naming the value and not
+    the switch it was written for, which takes none. The message that names it, or None when no switch has a value."""
+    switches = {}
+    for field in dataclasses.fields(cls):
+        if field.type in (bool, "bool"):
+            for spelling in (field.name, field.name.replace("_", "-")):
+                for flag in (f"--{spelling}", f"--no-{spelling}", f"--no_{spelling}"):
+                    switches[flag] = field.name.replace("_", "-")
+    for arg, following in zip(argv, argv[1:] + [None]):
+        flag, equals, value = arg.partition("=")
+        if not equals:
+            value = following if following is not None and not following.startswith("-") else None
+        if flag in switches and value is not None:
+            name, given = switches[flag], arg if equals else f"{arg} {value}"
+            return f"{given}: {flag} takes no value; write --{name} to set it or --no-{name} to clear it"
+    return None
 
 
 def one_line(box: str) -> str:

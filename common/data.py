@@ -7,7 +7,9 @@ Four record formats are understood, one per line of a .jsonl file or one per ele
   Guanaco    {"text": "### Human: ...### Assistant: ...### Human: ...### Assistant: ..."} (openassistant-guanaco)
 An OpenAI content may also be a list of {"type": "text", "text": ...} parts (joined). Reasoning, for reasoning models
 (DeepSeek-R1-Distill), comes as DeepSeek's API returns it, a "reasoning_content" field on an assistant message, or as
-"<think>...</think>" at the start of its content; either way it is kept apart, as {"role", "content", "reasoning"}.
+"<think>...</think>" at the start of its content, or as R1's raw completion "REASONING\n</think>\n\nANSWER" (its
+prompt opened the block); each way it is kept apart, as {"role", "content", "reasoning"}. A </think> left in the
+reply, or reasoning_content on a turn that is not the assistant's, is refused: it would be trained, or dropped.
 Every problem is a DataError naming the file, the 1-based line and the field, and saying what to do.
 Two turns in a row by the same role are refused, not merged: merging would silently change what is trained.
 """
@@ -194,6 +196,8 @@ def to_messages(record, path, line) -> list[dict]:
         message = {"role": role, "content": _content(content, path, line, f"{where}.{content_key}")}
         if role == "assistant":
             message = _reasoning(message, turn.get("reasoning_content"), path, line, where, content_key)
+        else:
+            _no_reasoning(turn, role, path, line, where)
         messages.append(message)
     check_order(messages, path, line, key)
     return messages
@@ -219,17 +223,20 @@ def _parts_text(content, path, line, where):
 
 def _reasoning(message, reasoning_content, path, line, where, content_key):
     """Move an assistant message's reasoning out of its content: DeepSeek's reasoning_content field, or a
-    <think>...</think> block at the start of the content."""
+    <think>...</think> block at the start of the content, or R1's raw completion "REASONING\n</think>\n\nANSWER"."""
     content = message["content"]
-    if content.lstrip().startswith(THINK_OPEN):
+    body = _think_body(content, path, line, f"{where}.{content_key}")
+    if body is not None:
         if reasoning_content:
             raise DataError(path, line, where, "has both reasoning_content and a <think> block in its content; "
                             "keep one")
-        head, closed, answer = content.lstrip()[len(THINK_OPEN):].partition(THINK_CLOSE)
-        if not closed:
-            raise DataError(path, line, f"{where}.{content_key}", "opens <think> but never closes it with </think>")
+        head, _, answer = body.partition(THINK_CLOSE)
         reasoning_content, content = head.strip("\n"), answer.lstrip()
         message = {**message, "content": _content(content, path, line, f"{where}.{content_key} (after </think>)")}
+    if THINK_CLOSE in message["content"]:  # a second block, or a stray close: it would be trained as reply text
+        raise DataError(path, line, f"{where}.{content_key}", "has a </think> in the reply, after where the "
+                        "reasoning ends (a second <think>...</think> block?); it would be trained as reply text: put "
+                        "all the reasoning in one block at the start of the content, or in reasoning_content")
     if reasoning_content is None:
         return message
     if not isinstance(reasoning_content, str):
@@ -238,6 +245,30 @@ def _reasoning(message, reasoning_content, path, line, where, content_key):
         return message  # an empty think block: the same as no reasoning
     _content(reasoning_content, path, line, f"{where}.reasoning_content")
     return {**message, "reasoning": reasoning_content.strip("\n")}
+
+
+def _think_body(content, path, line, where) -> str | None:
+    """The content from where its reasoning starts, through </think> and the answer; None when it has no reasoning.
+    The reasoning starts after a leading <think>, or at the very start when the first </think> comes before any
+    <think>: R1's prompt ends with "<think>\n", so its raw completion (saved by vLLM or llama.cpp without a
+    reasoning parser) is "REASONING\n</think>\n\nANSWER"; read as a reply, that would train an empty think block,
+    then the reasoning as reply text, then a second </think>."""
+    stripped = content.lstrip()
+    if stripped.startswith(THINK_OPEN):
+        if THINK_CLOSE not in stripped:
+            raise DataError(path, line, where, "opens <think> but never closes it with </think>")
+        return stripped[len(THINK_OPEN):]
+    if THINK_CLOSE in content.partition(THINK_OPEN)[0]:
+        return content
+    return None
+
+
+def _no_reasoning(turn, role, path, line, where):
+    """Only an assistant turn has reasoning: on any other turn a reasoning_content would be silently dropped."""
+    value = turn.get("reasoning_content")
+    if value is not None and value != "":
+        raise DataError(path, line, f"{where}.reasoning_content", f"a '{role}' turn has no reasoning (it would be "
+                        "dropped): move it to the assistant turn it belongs to, or remove it")
 
 
 def _instruction(record, path, line):

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.errors import UserError, report_user_errors  # noqa: E402
+from common.hub import check_model_available  # noqa: E402
 
 VARIANTS = {
     "LoRA": [],
@@ -39,6 +40,10 @@ def run_variant(recipe, args, out) -> float:
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)  # wait4, unlike wait, reports this child's own peak memory
     process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode == 2:  # the recipe refused its input (a bad flag, data, model): its one line, exit 2
+        errors = [line for line in output.splitlines() if line.startswith("error: ")]
+        if errors:
+            raise UserError(f"{recipe}: {errors[-1].removeprefix('error: ')}")
     if process.returncode != 0:
         print(output[-3000:])
         raise SystemExit(f"error: {recipe} {' '.join(args)} failed with exit code {process.returncode}")
@@ -59,6 +64,10 @@ def main(argv=None):
     if unknown or not names:  # checked before any variant trains
         raise UserError(f"--variants {','.join(unknown) or '(none)'}: choose from {', '.join(VARIANTS)} "
                         "(comma-separated; quote names with spaces)")
+    if not (ROOT / args.recipe).is_file():  # ROOT / an absolute path is that path
+        raise UserError(f"--recipe {args.recipe}: no such file; give a recipe script, such as recipes/llama_text.py")
+    if args.model != "tiny":  # a missing model fails each variant's run, far from here, after the imports
+        check_model_available(args.model)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,21 @@ BAD_ROWS = {
     "reasoning_twice": ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "reasoning_content": "a",
                                                                         "content": "<think>b</think>yo"}]},
                         "messages[1]", "both reasoning_content and a <think> block"),
+    "second_think_block": ({"messages": [{"role": "user", "content": "hi"},
+                                         {"role": "assistant", "content": "<think>a</think>yo <think>b</think> yo"}]},
+                           "messages[1].content", "a </think> in the reply, after where the reasoning ends"),
+    "second_raw_think_close": ({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "a\n</think>\n\nyo\n</think>\n\nyo"}]},
+                               "messages[1].content", "(a second <think>...</think> block?)"),
+    "think_block_mid_reply": ({"messages": [{"role": "user", "content": "hi"},
+                                            {"role": "assistant", "content": "yo <think>b</think> yo"}]},
+                              "messages[1].content", "put all the reasoning in one block at the start"),
+    "reasoning_on_user_turn": ({"messages": [{"role": "user", "content": "hi", "reasoning_content": "hmm"},
+                                             {"role": "assistant", "content": "yo"}]},
+                               "messages[0].reasoning_content", "a 'user' turn has no reasoning (it would be dropped)"),
+    "reasoning_on_sharegpt_human_turn": ({"conversations": [{"from": "human", "value": "hi", "reasoning_content": "x"},
+                                                            {"from": "gpt", "value": "yo"}]},
+                                         "conversations[0].reasoning_content", "move it to the assistant turn"),
     "missing_content": ({"messages": [{"role": "user"}, {"role": "assistant", "content": "yo"}]},
                         "messages[0].content", "content must be a string, got NoneType"),
     "no_assistant": ({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]},
@@ -226,6 +241,27 @@ def test_reasoning_comes_apart_from_the_reply_either_way():
     empty = {"messages": [{"role": "user", "content": "q"},
                           {"role": "assistant", "content": "<think>\n\n</think>\n\na"}]}
     assert to_messages(empty, "x.jsonl", 1)[1] == {"role": "assistant", "content": "a"}  # an empty block: no reasoning
+
+
+def test_r1_raw_completion_is_reasoning_then_answer():
+    # R1's prompt ends with "<think>\n", so what it writes (saved by vLLM or llama.cpp without a reasoning parser)
+    # starts with the reasoning and closes a block it never opened
+    raw = {"messages": [{"role": "user", "content": "17 + 25?"},
+                        {"role": "assistant", "content": "17 + 20 = 37, + 5 = 42.\n</think>\n\n42."}]}
+    assert to_messages(raw, "x.jsonl", 1)[1] == {"role": "assistant", "content": "42.",
+                                                 "reasoning": "17 + 20 = 37, + 5 = 42."}
+    empty = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\n</think>\n\na"}]}
+    assert to_messages(empty, "x.jsonl", 1)[1] == {"role": "assistant", "content": "a"}  # an empty block: no reasoning
+    both = {"messages": [{"role": "user", "content": "q"},
+                         {"role": "assistant", "reasoning_content": "r", "content": "s</think>a"}]}
+    with pytest.raises(DataError, match="both reasoning_content and a <think> block"):
+        to_messages(both, "x.jsonl", 1)
+    # a reply that only mentions the tag, after it opens, is left as it is
+    mention = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "I use <think> tags."}]}
+    assert to_messages(mention, "x.jsonl", 1)[1] == {"role": "assistant", "content": "I use <think> tags."}
+    empty_fields = {"messages": [{"role": "user", "content": "q", "reasoning_content": None},
+                                 {"role": "assistant", "content": "a"}]}  # exports that write the field on every turn
+    assert to_messages(empty_fields, "x.jsonl", 1)[0] == {"role": "user", "content": "q"}
 
 
 def test_held_out_conversations_that_are_also_trained_are_warned_about(tmp_path):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from common.data import load_conversations
-from conftest import run
+from conftest import ROOT, run
 from test_labels import ADVERSARIAL, expected_deepseek
 
 
@@ -42,3 +42,19 @@ def test_bad_model_or_settings_are_one_line_errors(tmp_path):
         result = run(["scripts/show_labels.py", *args])
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert words in result.stderr, result.stderr
+
+
+def test_r1_raw_completion_trains_the_reasoning_once(tmp_path, capsys, monkeypatch):
+    # R1 writes "REASONING\n</think>\n\nANSWER" after its "<think>\n" prompt; as reply text it would train an empty
+    # think block, the reasoning as the reply and a second </think>
+    from common.real_tokenizers import tokenizer_dir
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from show_labels import main  # in-process: the tokenizer loads once, no second Python
+
+    data = tmp_path / "r1.jsonl"
+    data.write_text(json.dumps({"messages": [
+        {"role": "user", "content": "What is 17 + 20 + 5?"},
+        {"role": "assistant", "content": "17 + 20 = 37, + 5 = 42.\n</think>\n\n42."}]}) + "\n", encoding="utf-8")
+    main([str(data), "--model", str(tokenizer_dir("deepseek-r1-distill-qwen-1.5b")), "--jsonl"])
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert row["trained_spans"] == ["17 + 20 = 37, + 5 = 42.\n</think>\n\n42.<｜end▁of▁sentence｜>"]

@@ -1,5 +1,9 @@
-"""scripts/list_modules.py and scripts/compare_lora.py, run as a user runs them."""
+"""scripts/list_modules.py and scripts/compare_lora.py, run as a user runs them; common/config.py's one-line flag
+errors."""
+import dataclasses
 import json
+
+import pytest
 
 from conftest import run
 
@@ -32,6 +36,48 @@ def test_compare_lora_refuses_an_unknown_variant_before_training(tmp_path):
     result = run(["scripts/compare_lora.py", "--model", "tiny", "--variants", "LoRA,bogus", "--out", tmp_path / "c"])
     assert result.returncode == 2 and "--variants bogus: choose from LoRA, rsLoRA" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "c").exists()
+
+
+def test_compare_lora_bad_model_is_exit_2_before_training(tmp_path):
+    result = run(["scripts/compare_lora.py", "--model", tmp_path / "no-model", "--out", tmp_path / "c"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"--model {tmp_path / 'no-model'}: not found (no such directory)" in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "c").exists()  # no variant started
+
+
+def test_compare_lora_passes_on_a_recipe_refusing_its_input_as_exit_2(tmp_path):
+    # a stand-in recipe (no training, no torch) that refuses a flag as the recipes do: one line, exit 2
+    recipe = tmp_path / "refusing_recipe.py"
+    recipe.write_text("import sys\nprint('error: --resume maybe: --resume takes no value', file=sys.stderr)\n"
+                      "sys.exit(2)\n")
+    result = run(["scripts/compare_lora.py", "--recipe", recipe, "--variants", "LoRA", "--out", tmp_path / "c",
+                  "--resume", "maybe"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == f"error: {recipe}: --resume maybe: --resume takes no value"
+    result = run(["scripts/compare_lora.py", "--recipe", tmp_path / "nothing.py", "--out", tmp_path / "c"])
+    assert result.returncode == 2 and "--recipe" in result.stderr and "no such file" in result.stderr, result.stderr
+
+
+@dataclasses.dataclass
+class SwitchConfig:
+    resume: bool = False
+    use_dora: bool = False
+    max_steps: int = 3
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--resume", "maybe"], "--resume maybe: --resume takes no value; write --resume to set it or --no-resume to"),
+    (["--max-steps", "4", "--use_dora", "yes"], "--use_dora yes: --use_dora takes no value; write --use-dora to set"),
+    (["--no-resume=true"], "--no-resume=true: --no-resume takes no value; write --resume"),
+    (["--max-steps", "4", "5"], "Unrecognized options: 5"),  # not after a switch: tyro's own words
+])
+def test_a_switch_given_a_value_is_named(capsys, argv, words):
+    from common.config import parse_config
+    with pytest.raises(SystemExit) as stop:
+        parse_config(SwitchConfig, argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert words in err, err
 
 
 def test_compare_lora_table_and_plot(tmp_path):
