@@ -35,7 +35,9 @@ def start_processes() -> Launch:
     if not torch.distributed.is_initialized():  # the Trainer would do it later; the run directory needs it now
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        recipe_hook = sys.excepthook
         torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        keep_user_errors_visible(recipe_hook)
     launch = Launch(processes, torch.distributed.get_rank(), torch.distributed.get_backend(), fsdp)
     if not torch.cuda.is_available():
         # accelerate names each CPU process's device "cpu:0", and the Trainer resumes with torch.load(map_location=
@@ -46,6 +48,22 @@ def start_processes() -> Launch:
         sys.stdout = open(os.devnull, "w")  # one log, the main process's; errors go to stderr from every process
     print(f"distributed: {processes} processes ({launch.backend})" + (", FSDP" if fsdp else ""))
     return launch
+
+
+def keep_user_errors_visible(recipe_hook):
+    """init_process_group installs an excepthook that prefixes each line with [rankN]: it sends the recipe's hook's
+    output to a buffer and writes the buffer once that hook returns. report_user_errors never returns (os._exit(2)),
+    so under torchrun a data error printed nothing at all. A UserError goes to the recipe's hook directly; anything
+    else (a bug) keeps torch's rank-prefixed traceback."""
+    from common.errors import UserError
+
+    torch_hook = sys.excepthook
+    if torch_hook is recipe_hook:
+        return
+
+    def excepthook(exc_type, exc, tb):
+        (recipe_hook if issubclass(exc_type, UserError) else torch_hook)(exc_type, exc, tb)
+    sys.excepthook = excepthook
 
 
 def from_main(launch: Launch, make):

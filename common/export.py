@@ -26,8 +26,8 @@ from common.export_request import TARGETS, parse_quants, refuse_gguf
 from common.export_source import adapter_record, forget_record, origin, refuse_stale, write_record
 from common.gguf import BYTES_PER_PARAM, QUANTS, LoadExpectation, convert_to_gguf, quantize_gguf
 from common.tokenizer import load_tokenizer
-from common.merge import (base_config, check_merged_loads, count_parameters, is_encoder_decoder,
-                          merge_to_16bit, sixteen_bit_base, tokenizer_bytes)
+from common.merge import (base_config, check_adapter_weights, check_merged_loads, count_parameters,
+                          is_encoder_decoder, merge_to_16bit, sixteen_bit_base, tokenizer_bytes)
 from common.modelfile import checked_format, pinned_date, write_modelfile
 from common.output_dir import check_free_space, check_output_dir, dir_size, size_text
 
@@ -143,6 +143,7 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
     run = read_run(run_dir)
     out = Path(out_dir) if out_dir else run.dir / "export"
     check_output_dir(out, run.dir)
+    check_adapter_weights(run.adapter_dir)  # every target needs them whole: "loads with PEFT" is then true
     name = run.dir.resolve().name
     asked = parse_quants(quants) if to == "gguf" else []
     quant_list = ["f16"] + [q for q in asked if q != "f16"] if to == "gguf" else []  # f16 first
@@ -253,7 +254,7 @@ def space_needed(config, base: str, adapter_dir: Path, quant_list: list[str], re
     """Bytes by item: merged16/ (weights + the tokenizer files), the base download, each GGUF (weights + the
     vocabulary it embeds, about as big as the tokenizer files)."""
     n_params = count_parameters(config)
-    tokenizer_size = tokenizer_bytes(adapter_dir)
+    tokenizer_size = tokenizer_bytes(adapter_dir, base)  # and the base's tokenizer.model, copied in too
     needs = {}
     if "merged16" not in reused:
         needs["merged16"] = n_params * BYTES_PER_PARAM["merged16"] + tokenizer_size

@@ -5,7 +5,8 @@ import shutil
 from pathlib import Path
 
 from common.atomic_files import publish, remove, temporary_name
-from common.errors import UserError
+from common.errors import UserError, is_disk_full
+from common.output_dir import disk_name, mount_point, nearest_existing, size_text
 from common.tokenizer import load_tokenizer, save_tokenizer  # as tokenizer.json tokenizes (transformers#45488)
 
 # What a run's tokenizer is saved as; they go into merged16/, and their size counts in the free-space check.
@@ -60,10 +61,53 @@ def count_parameters(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def tokenizer_bytes(adapter_dir: Path) -> int:
-    """What the tokenizer files take on disk (tokenizer.json alone is 10-20 MB for a 128k-token vocabulary)."""
-    return sum((Path(adapter_dir) / name).stat().st_size for name in TOKENIZER_FILES
-               if (Path(adapter_dir) / name).is_file())
+def tokenizer_bytes(adapter_dir: Path, base: str | None = None) -> int:
+    """What the tokenizer files take on disk (tokenizer.json alone is 10-20 MB for a 128k-token vocabulary), with
+    the base's SentencePiece model that prepare_tokenizer_for_converter copies in beside them (a fast tokenizer
+    does not save it). `base` defaults to the 16-bit twin of the one the adapter was trained on."""
+    adapter_dir = Path(adapter_dir)
+    size = sum((adapter_dir / name).stat().st_size for name in TOKENIZER_FILES if (adapter_dir / name).is_file())
+    if base is None:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        base = sixteen_bit_base(config.get("base_model_name_or_path") or "")
+    source = sentencepiece_file(base) if base else None
+    if source is not None and not (adapter_dir / source.name).is_file():
+        size += source.stat().st_size
+    return size
+
+
+def check_adapter_weights(adapter_dir: Path):
+    """Read every tensor of the run's adapter weights, as PEFT will: a file cut short (a full disk, a copy that
+    stopped) fails here as one line, before an export copies it or a merge loads a model for it."""
+    from safetensors import SafetensorError, safe_open
+
+    adapter_dir = Path(adapter_dir)
+    files = sorted(adapter_dir.glob("*.safetensors"))
+    if not files and not (adapter_dir / "adapter_model.bin").is_file():
+        raise UserError(f"{adapter_dir}: no adapter_model.safetensors; {how_to_replace(adapter_dir)}")
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as weights:
+                for key in weights.keys():
+                    weights.get_tensor(key)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise adapter_unreadable(file, err) from None
+
+
+def adapter_unreadable(file: Path, err: Exception) -> UserError:
+    return UserError(f"{file}: the adapter weights cannot be read ({str(err).splitlines()[0]}), the file is cut "
+                     f"short or damaged; {how_to_replace(Path(file).parent)}")
+
+
+def how_to_replace(adapter_dir: Path) -> str:
+    """The fix for a damaged adapter/: the newest checkpoint's copy, when the run kept one, or training again."""
+    checkpoints = [c for c in adapter_dir.parent.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()
+                   and (c / "adapter_model.safetensors").is_file()]
+    if checkpoints:
+        newest = max(checkpoints, key=lambda c: int(c.name.split("-")[-1]))
+        return (f"copy adapter_model.safetensors from the newest checkpoint ({newest}) into {adapter_dir}, or "
+                "run the recipe again")
+    return "run the recipe again to save it (this run kept no checkpoint to copy it from)"
 
 
 def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
@@ -71,6 +115,7 @@ def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
     (export_source.json: which adapter it came from), loaded back once, then renamed to `out`."""
     import torch
     from peft import PeftModel
+    from safetensors import SafetensorError
     from transformers import AutoProcessor
 
     from common.export_source import write_record
@@ -87,7 +132,10 @@ def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
     # Merge in float32 on a CPU (float16 matmuls there are slow and round twice), then store 16-bit.
     model = model_class(config).from_pretrained(base, dtype=dtype if on_gpu else torch.float32,
                                                 device_map="auto" if on_gpu else None)
-    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    try:
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    except SafetensorError as err:  # export_run reads the weights first; this is for a file changed since
+        raise adapter_unreadable(Path(adapter_dir) / "adapter_model.safetensors", err) from None
     model = model.to(dtype)
     tokenizer = load_tokenizer(adapter_dir)
     tmp = temporary_name(out)
@@ -101,6 +149,15 @@ def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
         check_merged_loads(tmp, tokenizer, shown_as=out)
         write_record(tmp, record)
         publish(tmp, out)
+    except Exception as err:  # the free-space check came first, but something else may have filled the disk since
+        if not is_disk_full(err):
+            raise
+        remove(tmp)
+        need = sum(p.numel() * p.element_size() for p in model.parameters()) + tokenizer_bytes(adapter_dir, base)
+        disk = disk_name(mount_point(out))
+        raise UserError(f"{disk} filled up while {out} was written: merged16 needs about {size_text(need)} and "
+                        f"{size_text(shutil.disk_usage(nearest_existing(Path(out))).free)} is free; nothing was kept "
+                        "under that name; free some space, or write to another disk with --out") from None
     finally:
         remove(tmp)
     return str(dtype).replace("torch.", "")
@@ -138,6 +195,15 @@ def base_file(base: str, name: str) -> Path | None:
         return None
 
 
+def sentencepiece_file(base: str) -> Path | None:
+    """The base's SentencePiece model (tokenizer.model, or T5's spiece.model), if it has one."""
+    for name in ("tokenizer.model", "spiece.model"):
+        source = base_file(base, name)
+        if source is not None:
+            return source
+    return None
+
+
 def prepare_tokenizer_for_converter(model_dir: Path, base: str, tokenizer):
     """Copy the base's tokenizer.model (a fast tokenizer does not save it) so llama.cpp's converter reads the
     SentencePiece vocabulary itself, and write into tokenizer_config.json the two things the converter reads
@@ -147,13 +213,10 @@ def prepare_tokenizer_for_converter(model_dir: Path, base: str, tokenizer):
                             before every prompt that transformers never put there
       added_tokens_decoder  marks the added special tokens (Llama-3's <|start_header_id|>) as control tokens;
                             without it llama.cpp spells them out letter by letter"""
-    for name in ("tokenizer.model", "spiece.model"):
-        source = base_file(base, name)
-        target = Path(model_dir) / name
-        if source is not None:
-            break
-    else:
+    source = sentencepiece_file(base)
+    if source is None:
         return
+    target = Path(model_dir) / source.name
     if target.exists():
         return
     shutil.copyfile(source, target)

@@ -5,13 +5,12 @@ in --learning-rate or --grad-accum would cost all of that. Choice fields (optimi
 in the recipes' Config, so the command line already refuses a wrong one and --help lists them.
 """
 import contextlib
-import errno
 import math
 import shutil
 from pathlib import Path
 from typing import Literal
 
-from common.errors import UserError
+from common.errors import UserError, is_disk_full
 
 # transformers' OptimizerNames and SchedulerType values that make sense for LoRA here (tests check each is valid).
 Optimizer = Literal["adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_bnb_8bit", "adamw_torch",
@@ -72,9 +71,9 @@ def disk_full_is_an_error(run_dir: Path):
     """A full disk while saving a checkpoint: one line saying which disk and how to go on, not a traceback."""
     try:
         yield
-    except OSError as err:
-        if err.errno != errno.ENOSPC and "No space left" not in str(err):
+    except Exception as err:  # not only OSError: the tokenizers library saves tokenizer.json with a plain Exception
+        if not (is_disk_full(err) or (isinstance(err, OSError) and "No space left" in str(err))):
             raise
-        raise UserError(f"the disk holding {run_dir} is full ({err.filename or 'while saving a checkpoint'}); free "
-                        f"some space, then continue with --output-dir {run_dir} --resume (the newest complete "
-                        "checkpoint is kept)") from None
+        where = getattr(err, "filename", None) or "while saving a checkpoint"
+        raise UserError(f"the disk holding {run_dir} is full ({where}); free some space, then continue with "
+                        f"--output-dir {run_dir} --resume (the newest complete checkpoint is kept)") from None

@@ -84,3 +84,18 @@ def test_resume_continues_under_torchrun(runs):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "--resume: continuing from" in resumed.stdout and "checkpoint-6" in resumed.stdout
     assert sorted(losses(root / "two")) == list(range(1, 9))
+
+
+def test_a_data_error_under_torchrun_is_shown(tmp_path):
+    """torch's init_process_group wraps the excepthook and buffers what it prints until the hook returns, and
+    report_user_errors exits (os._exit(2)) before that: both ranks printed nothing, and the user saw only torchrun's
+    ChildFailedError. The data is read before any model loads, so this takes seconds."""
+    broken = tmp_path / "BROKEN.jsonl"
+    broken.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n", encoding="utf-8")
+    result = torchrun("--model", "tiny", "--train-file", broken, "--output-dir", tmp_path / "run")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert lines and all(line.startswith(f"error: {broken}:1: ") for line in lines), result.stderr[-3000:]
+    assert "no assistant turn" in lines[0]
+    # Each process exits 2; torchrun itself then exits 1 (its code for any failed child), naming the 2 per rank.
+    assert result.returncode == 1 and "exitcode  : 2" in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,7 +1,10 @@
 """Faults an export must turn into one clear line (exit code 2, no traceback), leaving nothing under a final name:
-a GGUF llama.cpp cannot load or whose special tokens it does not know, an --out that is a file or read-only."""
+a GGUF llama.cpp cannot load or whose special tokens it does not know, an --out that is a file or read-only, an
+adapter file cut short, a disk that fills while merged16/ is written (and, for training, while a checkpoint is)."""
+import errno
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -118,3 +121,104 @@ def test_read_only_out_is_refused_before_anything_is_written(merged_run, tmp_pat
     assert result.stderr.strip().splitlines()[-1] == (f"error: cannot write in {read_only} ({reason}); make it "
                                                       "writable or choose another directory with --out")
     assert list(read_only.iterdir()) == []
+
+
+def run_copy(run_dir: Path, tmp_path: Path) -> Path:
+    """The fixture's run without its exports (adapter/ and run_config.json), to break without touching it."""
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir / "adapter", copy / "adapter")
+    shutil.copy2(run_dir / "run_config.json", copy / "run_config.json")
+    return copy
+
+
+def cut_in_half(weights: Path):
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("to", ["adapter", "merged16"])
+def test_an_adapter_cut_short_is_one_line_and_nothing_is_exported(merged_run, tmp_path, to):
+    """Half an adapter_model.safetensors (a full disk, a copy that stopped): --to adapter copied it, exited 0 and
+    said it loads with PEFT; --to merged16 died in PeftModel.from_pretrained with a SafetensorError traceback."""
+    run_dir = run_copy(merged_run, tmp_path)
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    cut_in_half(weights)
+    message = refused(run_dir, "--to", to, "--out", tmp_path / "out")
+    assert message.startswith(f"error: {weights}: the adapter weights cannot be read ("), message
+    assert message.endswith("run the recipe again to save it (this run kept no checkpoint to copy it from)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_adapter_cut_short_names_the_newest_checkpoint(merged_run, tmp_path):
+    run_dir = run_copy(merged_run, tmp_path)
+    for step in (2, 10):  # 10 is newer than 2, though "checkpoint-2" sorts after it as text
+        shutil.copytree(run_dir / "adapter", run_dir / f"checkpoint-{step}")
+    cut_in_half(run_dir / "adapter" / "adapter_model.safetensors")
+    message = refused(run_dir, "--to", "adapter", "--out", tmp_path / "out")
+    assert (f"copy adapter_model.safetensors from the newest checkpoint ({run_dir / 'checkpoint-10'}) into "
+            f"{run_dir / 'adapter'}, or run the recipe again") in message
+    assert not (tmp_path / "out").exists()
+
+
+NO_SPACE = "No space left on device"
+
+
+@pytest.mark.parametrize("raised_by", ["save_pretrained", "tokenizers"])
+def test_disk_full_while_merged16_is_written(merged_run, tmp_path, monkeypatch, raised_by):
+    """The disk fills after the free-space check (another process writes to it): save_pretrained raises an
+    ENOSPC OSError, the tokenizers library a plain Exception with the system's words. Before: a traceback."""
+    from transformers import PreTrainedModel
+
+    from common import merge
+    from common.errors import UserError
+    from common.export import export_run
+
+    if raised_by == "save_pretrained":
+        def full(model, directory, **kwargs):
+            Path(directory).mkdir()
+            (Path(directory) / "model.safetensors").write_bytes(b"half a model")
+            raise OSError(errno.ENOSPC, NO_SPACE, str(Path(directory) / "model.safetensors"))
+        monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    else:
+        def full(tokenizer, directory):
+            raise Exception(f"{NO_SPACE} (os error 28)")
+        monkeypatch.setattr(merge, "save_tokenizer", full)
+    out = tmp_path / "out"
+    merged = re.escape(str(out / "merged16"))
+    with pytest.raises(UserError, match=r"^the disk mounted at /\S*( \(\S+\))? filled up while "
+                                        rf"{merged} was written: merged16 needs about \d+\.\d MB and "
+                                        r"\d+\.\d [MG]B is free; nothing was kept under that name; .* --out$"):
+        export_run(merged_run, "merged16", out_dir=out)
+    assert sorted(p.name for p in out.iterdir()) == []  # neither merged16/ nor its temporary folder
+
+
+def test_the_space_estimate_counts_the_tokenizer_model_merged16_gets(merged_run):
+    """prepare_tokenizer_for_converter copies the base's tokenizer.model into merged16/ (the run's fast tokenizer
+    does not save it); the free-space check left it out."""
+    from common.merge import TOKENIZER_FILES, tokenizer_bytes
+
+    adapter = merged_run / "adapter"
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert not (adapter / "tokenizer.model").exists()
+    assert (merged_run / "clean" / "merged16" / "tokenizer.model").exists()
+    files = sum(p.stat().st_size for p in adapter.iterdir() if p.name in TOKENIZER_FILES)
+    assert tokenizer_bytes(adapter) == files + (Path(base) / "tokenizer.model").stat().st_size
+
+
+def test_disk_full_in_the_tokenizers_library_while_training_is_one_line(tmp_path):
+    """Saving a checkpoint, the tokenizers library (Rust) reports a full disk as a plain Exception, not an OSError,
+    and the recipe's disk_full_is_an_error let it through as a traceback. Other plain Exceptions still go through."""
+    from common.errors import UserError
+    from common.train_checks import disk_full_is_an_error
+
+    run_dir = re.escape(str(tmp_path))
+    with pytest.raises(UserError, match=rf"^the disk holding {run_dir} is full \(while saving a checkpoint\); free "
+                                        rf"some space, then continue with --output-dir {run_dir} --resume"):
+        with disk_full_is_an_error(tmp_path):
+            raise Exception(f"{NO_SPACE} (os error 28)")
+    with pytest.raises(UserError, match=r"is full \(/x/optimizer.pt\)"):
+        with disk_full_is_an_error(tmp_path):
+            raise OSError(errno.ENOSPC, NO_SPACE, "/x/optimizer.pt")
+    with pytest.raises(Exception, match="^something else$"):
+        with disk_full_is_an_error(tmp_path):
+            raise Exception("something else")

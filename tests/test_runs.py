@@ -1,18 +1,22 @@
 """A saved run is never lost or changed by a later command unless the user asks: each case compares file hashes."""
 import hashlib
 import json
+import os
 import shutil
+import socket
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
 from common.errors import UserError
-from common.runs import RunPlan, newest_checkpoint, open_run_dir, plan_run_dir
+from common.runs import RunPlan, finish_replacing, newest_checkpoint, open_run_dir, plan_run_dir, save_run_config
 from conftest import run
 
 RECIPE = "recipes/deepseek_multiturn.py"
 SHORT = ["--model", "tiny", "--max-steps", "4", "--save-steps", "2", "--eval-prompts", "0"]
+SHORT_2 = ["--model", "tiny", "--max-steps", "2", "--save-steps", "2", "--eval-prompts", "0", "--max-seq-length", "256"]
 
 
 def hashes(directory: Path) -> dict[str, str]:
@@ -137,3 +141,115 @@ def test_two_runs_opening_the_same_directory_at_once_get_two(tmp_path):
 def test_overwrite_and_resume_together_are_refused(tmp_path):
     with pytest.raises(UserError, match="choose one"):
         plan_run_dir(tmp_path / "r", {}, overwrite=True, resume=True)
+
+
+def fake_run(directory: Path, *, adapter=True, checkpoint_step=None, max_steps=2) -> Path:
+    """A run directory as a recipe leaves it, without training: its files only need to be there."""
+    directory.mkdir(parents=True)
+    (directory / "run_config.json").write_text(json.dumps({"model": "tiny", "max_steps": max_steps}))
+    if adapter:
+        (directory / "adapter").mkdir()
+        (directory / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    if checkpoint_step is not None:
+        checkpoint = directory / f"checkpoint-{checkpoint_step}"
+        checkpoint.mkdir()
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": checkpoint_step,
+                                                                   "max_steps": max_steps}))
+    return directory
+
+
+def lock_naming(directory: Path, pid: int) -> None:
+    (directory / ".run.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_run_still_going_is_never_reused_resumed_or_replaced(tmp_path):
+    out = fake_run(tmp_path / "run", adapter=False)  # it has written run_config.json, no checkpoint yet
+    lock_naming(out, os.getppid())  # a process that is alive and is not this one
+    before, messages = hashes(out), []
+    plan = plan_run_dir(out, {"model": "tiny"}, log=messages.append)
+    assert plan.run_dir == tmp_path / "run-2" and "in use by a run that is still going" in messages[-1]
+    for flag in ("overwrite", "resume"):
+        with pytest.raises(UserError, match="in use by a run that is still going"):
+            plan_run_dir(out, {"model": "tiny"}, **{flag: True}, log=messages.append)
+    open_run_dir(plan, log=messages.append)
+    assert hashes(out) == before and json.loads((tmp_path / "run-2" / ".run.lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_stale_lock_is_reported_and_the_directory_reused(tmp_path):
+    out = fake_run(tmp_path / "run", adapter=False)
+    lock_naming(out, dead_pid())
+    messages = []
+    plan = plan_run_dir(out, {"model": "tiny"}, log=messages.append)
+    assert plan.run_dir == out and plan.reuses
+    assert any("is stale" in m and str(out / ".run.lock") in m for m in messages), messages
+    assert open_run_dir(plan, log=messages.append) == out
+    assert json.loads((out / ".run.lock").read_text())["pid"] == os.getpid()
+
+
+def test_the_lock_is_held_while_the_run_goes_and_removed_when_it_ends(tmp_path):
+    script = ("import sys\nfrom common.errors import UserError, report_user_errors\n"
+              "from common.runs import open_run_dir, plan_run_dir\nsys.excepthook = report_user_errors\n"
+              "run_dir = open_run_dir(plan_run_dir(sys.argv[1], {}))\n"
+              "print('locked', (run_dir / '.run.lock').exists(), flush=True)\n"
+              "if sys.argv[2] != 'normal':\n    raise {'user': UserError, 'bug': RuntimeError}[sys.argv[2]]('stop')\n")
+    for end, code in (("normal", 0), ("user", 2), ("bug", 1)):
+        out = tmp_path / end
+        result = run(["-c", script, out, end])
+        assert result.returncode == code and "locked True" in result.stdout, (end, result.stdout, result.stderr)
+        assert not (out / ".run.lock").exists(), end
+
+
+def test_a_second_run_started_while_the_first_trains_writes_elsewhere(tmp_path):
+    out = tmp_path / "run"
+    first = plan_run_dir(out, {"model": "tiny"}, log=lambda m: None)
+    save_run_config({"model": "tiny"}, open_run_dir(first, log=lambda m: None))  # run A: training, no checkpoint yet
+    before = hashes(out)
+    result = run([RECIPE, *SHORT_2, "--output-dir", out])  # run B, same --output-dir
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"{out} is in use by a run that is still going (pid {os.getpid()}" in result.stdout
+    assert hashes(out) == before
+    assert (tmp_path / "run-2" / "adapter").is_dir() and not (tmp_path / "run-2" / ".run.lock").exists()
+
+
+def test_resume_of_a_run_that_reached_max_steps_changes_nothing(tmp_path):
+    out = tmp_path / "run"
+    result = run([RECIPE, *SHORT_2, "--output-dir", out])
+    assert result.returncode == 0 and (out / "checkpoint-2").is_dir(), result.stdout[-2000:] + result.stderr[-2000:]
+    before = hashes(out)
+    result = run([RECIPE, *SHORT_2, "--output-dir", out, "--resume"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"--resume: {out / 'checkpoint-2'} already reached step 2 of --max-steps 2: nothing to train" \
+        in result.stdout and "trained " not in result.stdout and "loading " not in result.stdout, result.stdout
+    assert hashes(out) == before
+    # a longer --max-steps continues from the checkpoint, as documented
+    saved = json.loads((out / "run_config.json").read_text())
+    plan = plan_run_dir(out, {**saved, "max_steps": 3}, resume=True, log=lambda m: None)
+    assert plan.checkpoint == out / "checkpoint-2"
+
+
+def test_an_interrupted_overwrite_names_the_earlier_run_and_deletes_it_only_when_replaced(tmp_path):
+    out = fake_run(tmp_path / "run", checkpoint_step=2)
+    before = hashes(out)
+    plan = plan_run_dir(out, {"model": "tiny"}, overwrite=True, log=lambda m: None)
+    save_run_config({"model": "tiny"}, open_run_dir(plan, log=lambda m: None))  # stopped before the new adapter
+    [aside] = tmp_path.glob(".run.replaced-*")
+    assert hashes(aside) == before
+    messages = []
+    plain = plan_run_dir(out, {"model": "tiny"}, log=messages.append)  # a plain run keeps it and names it
+    assert any(str(aside) in m and "never got its new adapter" in m and "kept" in m for m in messages), messages
+    assert plain.leftovers == [] and hashes(aside) == before
+    messages = []
+    again = plan_run_dir(out, {"model": "tiny"}, overwrite=True, log=messages.append)
+    assert any(str(aside) in m for m in messages), messages
+    open_run_dir(again, log=messages.append)
+    (out / "adapter").mkdir()  # the new run saved its adapter
+    finish_replacing(again, log=messages.append)
+    deleted = [m for m in messages if "deleted the earlier run" in m]
+    assert len(deleted) == 2 and any(str(aside) in m for m in deleted), messages
+    assert not list(tmp_path.glob(".run.replaced-*"))
