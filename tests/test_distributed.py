@@ -70,11 +70,16 @@ def test_exactly_one_adapter_and_it_reloads_as_trained(runs):
     adapter = root / "two" / "adapter"
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert json.loads((root / "two" / "run_config.json").read_text())["load_in_4bit"] is True
-    model = with_adapter(load_4bit(base), adapter)
+    ids = torch.load(root / "one" / "probe_ids.pt")
     with torch.no_grad():
-        logits = model(input_ids=torch.load(root / "one" / "probe_ids.pt")).logits
+        base_logits = load_4bit(base)(input_ids=ids).logits
+        logits = with_adapter(load_4bit(base), adapter)(input_ids=ids).logits
     trained = torch.load(root / "one" / "probe_logits.pt")  # the one-process model, in memory after training
-    assert torch.allclose(logits, trained, atol=1e-4), (logits - trained).abs().max()
+    # In 4-bit TRL keeps the LoRA weights in bfloat16 (test_qlora.with_adapter), and each of the 6 updates rounds
+    # them; two processes (gradients averaged over gloo) and one round differently: measured 6e-4 on these logits
+    # (in float32 the two runs agree to 1e-6). What the adapter changed is far larger than that.
+    gap, change = (logits - trained).abs().max().item(), (logits - base_logits).abs().max().item()
+    assert gap < 2e-3 and change > 20 * gap, (gap, change)
 
 
 def test_resume_continues_under_torchrun(runs):
