@@ -218,7 +218,7 @@ BAD_CASES = [
     (["--bias", "some"], "error: invalid choice 'some' for argument '--bias'"),
     (["--lr-scheduler", "cosine_warm"], "error: invalid choice 'cosine_warm' for argument '--lr-scheduler'"),
     (["--optim", "sgd"], "error: invalid choice 'sgd' for argument '--optim'"),
-    (["--resume", "false"], "error: Unrecognized options: false"),  # a switch: --resume / --no-resume
+    (["--resume", "false"], "error: --resume false: --resume takes no value; write --resume to set it or --no-resume"),
     (["--export", "gguf"], "error: --export gguf: "),
     (["--r", "0"], "error: --r 0: the LoRA rank must be a positive integer"),
     (["--learning-rate", "0"], "error: --learning-rate 0.0: must be a positive number"),
