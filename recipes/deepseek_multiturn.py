@@ -15,6 +15,7 @@ R1-Distill-Qwen-1.5B about 3 GB; R1-Distill-Llama-8B about 8 GB (estimates from 
 
     python recipes/deepseek_multiturn.py                                   # real model, GPU + internet
     python recipes/deepseek_multiturn.py --model tiny                      # offline test model, CPU is fine
+    python recipes/deepseek_multiturn.py --model tiny --load-in-4bit       # the GPU's 4-bit QLoRA path, on a CPU
     python recipes/deepseek_multiturn.py --model deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --output-dir runs/r1
     python recipes/deepseek_multiturn.py --output-dir runs/r1 --resume     # continue after a disconnect
 
