@@ -34,17 +34,23 @@ AutoSwitch = Annotated[bool | None, PrimitiveConstructorSpec(
     str_from_instance=lambda value: ["auto" if value is None else str(value).lower()])]
 
 
-def switch_fields(cls) -> list[str]:
-    return [field.name for field in dataclasses.fields(cls) if field.type in (AutoSwitch, "AutoSwitch")]
+def switch_spellings(cls, types) -> dict[str, tuple[str, bool]]:
+    """Every flag of the fields of these types, as written on a command line: {"--no_resume": ("resume", False)}
+    (both --resume and --no-resume, with - or _)."""
+    spellings = {}
+    for field in dataclasses.fields(cls):
+        if field.type in types:
+            for spelling in (field.name, field.name.replace("_", "-")):
+                spellings[f"--{spelling}"] = (field.name.replace("_", "-"), True)
+                spellings[f"--no-{spelling}"] = spellings[f"--no_{spelling}"] = (field.name.replace("_", "-"), False)
+    return spellings
 
 
 def expand_negated_switches(cls, argv: list[str]) -> list[str]:
     """`--no-load-in-4bit` (or `--no_load_in_4bit`) is `--load-in-4bit false`: tyro makes no --no- flag for an
     AutoSwitch field."""
-    negated = {}
-    for name in switch_fields(cls):
-        for spelling in (name, name.replace("_", "-")):
-            negated[f"--no-{spelling}"] = negated[f"--no_{spelling}"] = f"--{spelling}"
+    negated = {flag: f"--{name}" for flag, (name, sets) in switch_spellings(cls, (AutoSwitch, "AutoSwitch")).items()
+               if not sets}
     expanded = []
     for arg in argv:
         expanded += [negated[arg], "false"] if arg in negated else [arg]
@@ -84,12 +90,7 @@ def parse_config(cls, argv: list[str] | None = None, description: str | None = N
 def switch_given_a_value(cls, argv: list[str]) -> str | None:
     """`--resume maybe` (or `--resume=maybe`): tyro says only "Unrecognized options: maybe", naming the value and not
     the switch it was written for, which takes none. The message that names it, or None when no switch has a value."""
-    switches = {}
-    for field in dataclasses.fields(cls):
-        if field.type in (bool, "bool"):
-            for spelling in (field.name, field.name.replace("_", "-")):
-                for flag in (f"--{spelling}", f"--no-{spelling}", f"--no_{spelling}"):
-                    switches[flag] = field.name.replace("_", "-")
+    switches = {flag: name for flag, (name, _) in switch_spellings(cls, (bool, "bool")).items()}
     for arg, following in zip(argv, argv[1:] + [None]):
         flag, equals, value = arg.partition("=")
         if not equals:

@@ -8,6 +8,7 @@ rewrites what is left, and a 4-bit base would round that residual away. LoftQ lo
 for; then it is PEFT's QLoRA form (loftq_on_4bit). Every combination is checked here before a model loads.
 """
 import math
+
 import torch
 
 from common.errors import UserError
@@ -121,6 +122,7 @@ def loftq_on_4bit(model, model_name: str) -> None:
 
     from huggingface_hub import snapshot_download
     from peft.utils import loftq_utils
+    from transformers import AutoConfig
 
     if not torch.cuda.is_available():
         @torch.no_grad()
@@ -133,9 +135,7 @@ def loftq_on_4bit(model, model_name: str) -> None:
     # The model as named (Unsloth may have loaded its NAME-bnb-4bit copy): LoftQ needs the 16-bit weights.
     weights_dir = model_name if Path(model_name).is_dir() else snapshot_download(
         model_name, allow_patterns=["*.safetensors", "*.safetensors.index.json", "config.json"])
-    quantization = getattr(__import__("transformers").AutoConfig.from_pretrained(weights_dir),
-                           "quantization_config", None)
-    if quantization:
+    if getattr(AutoConfig.from_pretrained(weights_dir), "quantization_config", None):
         raise UserError(f"--init loftq: {weights_dir} holds quantized weights; LoftQ needs the 16-bit ones it starts "
                         "from: pass the 16-bit model with --model")
     loftq_utils.replace_lora_weights_loftq(model, model_path=str(weights_dir))

@@ -336,9 +336,10 @@ def cpu_4bit_as_trained(model, spec: dict):
     back in the dtype the run trained and saved them in."""
     import torch
 
+    from common.four_bit import unpacked_cpu_4bit
+
     if not spec.get("cpu_repacked"):
-        for module in four_bit_layers(model):
-            module.support_avx512bf16_for_cpu = False
+        unpacked_cpu_4bit(model)
     if spec.get("lora_dtype"):
         dtype = getattr(torch, spec["lora_dtype"])
         for name, param in model.named_parameters():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run
-from test_qlora import with_adapter
+from test_qlora import load_4bit, with_adapter
 from test_recipe import RUN_AND_PROBE
 
 VARIANTS = {
@@ -47,8 +47,6 @@ def check_loftq_base_is_the_nf4_of_the_original(out):
     from safetensors.torch import load_file
 
     from common.tiny_model import tiny_model_path
-    from test_qlora import load_4bit
-
     saved = load_file(out / "loftq_base" / "model.safetensors")
     original = load_4bit(tiny_model_path("llama3"))
     checked = 0
@@ -65,14 +63,15 @@ def reload_logits(out, four_bit: bool, double_quant: bool = True):
     quantisation, as Unsloth loads it). LoftQ's loftq_base/ holds the nf4 values themselves: quantized again without
     double quantisation (whose 8-bit block scales would be rounded a second time) they are exactly what trained."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     adapter = out / "adapter"
     base_path = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
-                               bnb_4bit_compute_dtype=torch.float32) if four_bit else None
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32, quantization_config=quant)
-    model = with_adapter(base, adapter) if four_bit else PeftModel.from_pretrained(base, adapter).eval()
+    if four_bit:
+        model = with_adapter(load_4bit(base_path, double_quant), adapter)
+    else:
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32),
+                                          adapter).eval()
     with torch.no_grad():
         return model(input_ids=torch.load(out / "probe_ids.pt")).logits
 

@@ -37,10 +37,10 @@ def losses(run_dir) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in json.loads((run_dir / "log_history.json").read_text()) if "loss" in e}
 
 
-def load_4bit(path):
+def load_4bit(path, double_quant: bool = True):
     """A fresh 4-bit base as a user loads one with transformers: nf4, double quantisation, as Unsloth loads it."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
                                bnb_4bit_compute_dtype=torch.float32)
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=torch.float32).eval()
     return unpacked_cpu_4bit(model)  # what the run computed: float32 matmuls, not bitsandbytes' bf16 repacking
