@@ -96,6 +96,11 @@ def check_gguf_loads(path: Path, expect: LoadExpectation, shown_as: Path) -> dic
                   if "error loading model:" in line]
         if problem and problem.startswith("llama.cpp cannot load it") and reason:
             problem = f"llama.cpp cannot load it ({reason[-1]})"
+    if problem and ("crashed" in problem or "cannot load it" in problem):
+        try:  # the cause the file shows, if it shows one
+            problem = vocabulary_problem(path, expect.n_vocab) or problem
+        except Exception:  # noqa: BLE001 - a file the GGUF reader cannot parse either: llama.cpp's words stand
+            pass
     if problem:
         raise UserError(f"{shown_as}: {problem}; the file is not kept. Check the run's tokenizer files "
                         "(adapter/tokenizer.json, tokenizer_config.json): llama.cpp's converter read them into it")
@@ -105,24 +110,32 @@ def check_gguf_loads(path: Path, expect: LoadExpectation, shown_as: Path) -> dic
     return report
 
 
+def vocabulary_problem(path, n_vocab: int) -> str | None:
+    """A token list shorter than the embedding (the converter did not pad it), which llama.cpp refuses with a
+    tensor-shape error that does not say why. Read with the converter's own GGUF reader only once a load failed or
+    disagreed: it parses every token (about 10 s for a 128K vocabulary)."""
+    from gguf import GGUFReader
+
+    n_tokens = len(GGUFReader(path).fields["tokenizer.ggml.tokens"].data)
+    return None if n_tokens == n_vocab else (f"its vocabulary has {n_tokens} tokens and the merged model's embedding "
+                                             f"{n_vocab} rows")
+
+
 def load_report(path: str, expect: LoadExpectation) -> dict:
     """In the child: what llama.cpp makes of the GGUF, with "problem" set to the first check that fails."""
     import numpy as np
-    from gguf import GGUFReader  # the converter's own GGUF reader: the file's metadata, without llama.cpp
     from llama_cpp import Llama
 
-    # The vocabulary first: a token list shorter than the embedding (the converter did not pad it) is a file
-    # llama.cpp refuses with a tensor-shape error that does not say why.
-    n_tokens = len(GGUFReader(path).fields["tokenizer.ggml.tokens"].data)
-    if n_tokens != expect.n_vocab:
-        return {"n_vocab": n_tokens, "problem": f"its vocabulary has {n_tokens} tokens and the merged model's "
-                                                f"embedding {expect.n_vocab} rows"}
     try:
         llm = Llama(path, n_ctx=max(512, len(expect.prompt_ids) + 8), n_threads=os.cpu_count() or 1,
                     n_batch=512, verbose=True)  # its log goes to our stderr, which the parent reads on failure
     except (ValueError, RuntimeError) as err:
         return {"problem": f"llama.cpp cannot load it ({err})"}
     report = {"n_vocab": llm.n_vocab()}
+    if report["n_vocab"] != expect.n_vocab:
+        report["problem"] = vocabulary_problem(path, expect.n_vocab) or (
+            f"llama.cpp reads {report['n_vocab']} tokens, the merged model's embedding has {expect.n_vocab} rows")
+        return report
     for text, token_id in expect.special_tokens.items():
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         if ids != [token_id]:

@@ -100,16 +100,22 @@ def save_tokenizer(tokenizer, directory) -> None:
         config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def normalized(tokenizer, text: str) -> str:
-    """`text` after the normalisation the tokenizer documents, the only change a round trip may make: the Unicode
-    form its normalizer names (NFC for Qwen2, NFKC for some SentencePiece models), and the white space its added
-    tokens strip (Phi-3's <|user|> is declared rstrip: the newline after it is dropped)."""
+def backend_spec(tokenizer) -> dict:
+    """A fast tokenizer's tokenizer.json, parsed ({} for a slow tokenizer). Read it once per check: for a 128K
+    vocabulary it is megabytes, and parsing it per conversation took 22 s of a preflight."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return json.loads(backend.to_str()) if backend is not None else {}
+
+
+def normalized(tokenizer, spec: dict, text: str) -> str:
+    """`text` after the normalisation the tokenizer documents (`spec`: its backend_spec), the only change a round
+    trip may make: the Unicode form its normalizer names (NFC for Qwen2, NFKC for some SentencePiece models), and the
+    white space its added tokens strip (Phi-3's <|user|> is declared rstrip: the newline after it is dropped)."""
     import re as regex
 
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    spec = json.dumps(json.loads(backend.to_str()).get("normalizer")) if backend is not None else "null"
+    normalizer = json.dumps(spec.get("normalizer"))
     for form in ("NFKC", "NFKD", "NFC", "NFD"):
-        if f'"type": "{form}"' in spec:
+        if f'"type": "{form}"' in normalizer:
             text = unicodedata.normalize(form, text)
             break
     for token in tokenizer.added_tokens_decoder.values():
@@ -120,13 +126,10 @@ def normalized(tokenizer, text: str) -> str:
     return text
 
 
-def dummy_prefix(tokenizer) -> bool:
-    """Whether the tokenizer prepends SentencePiece's "▁" to each piece of text (Llama-2, Mistral, Phi-3 do: the
-    decoder strips it at the very start only, so after a special token it comes back as a space)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return False
-    spec = json.loads(backend.to_str())
+def dummy_prefix(spec: dict) -> bool:
+    """Whether the tokenizer (`spec`: its backend_spec) prepends SentencePiece's "▁" to each piece of text (Llama-2,
+    Mistral, Phi-3 do: the decoder strips it at the very start only, so after a special token it comes back as a
+    space)."""
     text = json.dumps([spec.get("normalizer"), spec.get("pre_tokenizer")], ensure_ascii=False)
     return '"prepend": "\u2581"' in text or ('"Metaspace"' in text and '"prepend_scheme": "never"' not in text)
 
@@ -158,11 +161,12 @@ def check_tokenizer(tokenizer, conversations, source: str, n: int = 32) -> dict:
             raise UserError(f"preflight: the chat template writes {marker!r}, which the tokenizer splits into "
                             f"{len(ids)} tokens {tokenizer.convert_ids_to_tokens(ids)}; the tokenizer does not match "
                             "the model (load the model's own tokenizer, or add the token)")
+    spec = backend_spec(tokenizer)
     for conversation, text in rendered:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         back = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        expected = normalized(tokenizer, text)
-        if back != expected and dummy_prefix(tokenizer):
+        expected = normalized(tokenizer, spec, text)
+        if back != expected and dummy_prefix(spec):
             # SentencePiece's own normalisation: a space is "▁" (so a typed "▁" comes back as a space), and the "▁"
             # put before each piece of text decodes as a space after a special token
             specials = "|".join(re.escape(t.content) for t in tokenizer.added_tokens_decoder.values())

@@ -1,6 +1,8 @@
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,62 @@ def tiny_llama3_tokenizer():
     return AutoTokenizer.from_pretrained(tiny_model_path("llama3"))
 
 
+# The environment every command gets, as in the shell that started the tests: this process's own imports set
+# variables of their own (Unsloth a dozen), which a command started from a shell would not inherit. Offline, as the
+# tests are: a hub lookup fails at once instead of after the hub client's retries.
+ENVIRONMENT = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+os.environ.update({k: ENVIRONMENT[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
+                                               "TOKENIZERS_PARALLELISM")})
+
+
+class Zygotes:
+    """tests/zygote.py's two servers and the stand-in interpreter that uses them (see its docstring). Commands run
+    by the real interpreter until a server is ready."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="zygote-"))
+        self.python = self.dir / "python"
+        self.python.write_text(f"#!{sys.executable} -SE\n" + (ROOT / "tests" / "zygote_python.py").read_text())
+        self.python.chmod(0o755)
+        self.env = {"ZYGOTE_REAL_PYTHON": sys.executable}
+        self.servers = []
+        for flavour in ("unsloth", "plain"):
+            socket_path = self.dir / flavour
+            with open(self.dir / f"{flavour}.log", "w") as log:
+                self.servers.append(subprocess.Popen([sys.executable, str(ROOT / "tests" / "zygote.py"),
+                                                      str(socket_path), flavour], cwd=ROOT, env=ENVIRONMENT,
+                                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log))
+            self.env[f"ZYGOTE_SOCKET_{flavour.upper()}"] = str(socket_path)
+
+    def close(self):
+        for server in self.servers:
+            server.terminate()
+            server.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_zygotes: Zygotes | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_zygotes():
+    yield
+    if _zygotes is not None:
+        _zygotes.close()
+
+
 def run(args, timeout=600, **kwargs):
-    """Run a command from the project root, the way a user would; returns the CompletedProcess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **kwargs.pop("env", {})}
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+    """Run a command from the project root, the way a user would (`python ARGS`); returns the CompletedProcess.
+
+    Started through tests/zygote_python (a stand-in for the interpreter: the libraries imported once, a forked child
+    per command, see tests/zygote.py), unless TESTS_NO_ZYGOTE=1. `env=` adds variables to ENVIRONMENT."""
+    global _zygotes
+    env = {**ENVIRONMENT, **kwargs.pop("env", {})}
+    python = sys.executable
+    if os.environ.get("TESTS_NO_ZYGOTE") != "1":
+        if _zygotes is None:
+            _zygotes = Zygotes()
+        python, env = str(_zygotes.python), {**env, **_zygotes.env}
+    return subprocess.run([python, *map(str, args)], cwd=kwargs.pop("cwd", ROOT), capture_output=True, text=True,
                           timeout=timeout, env=env, **kwargs)

@@ -118,19 +118,39 @@ def test_the_exit_code_is_2_and_the_error_one_line(tmp_path, flags, words):
     assert len(errors) == 1 and words in errors[0], result.stderr
 
 
-@pytest.mark.parametrize("env, words", [
-    ({"HF_HUB_OFFLINE": "1"}, "not in the local cache"),
-    # a closed port, as behind a firewall: the hub client retries, then one line names the mirror
-    ({"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}, "export HF_ENDPOINT=https://hf-mirror.com")])
-def test_a_hub_model_that_cannot_be_downloaded_is_one_line(tmp_path, env, words):
+def test_a_hub_model_that_cannot_be_downloaded_is_one_line(tmp_path):
     # The default model's shape is bundled, so the memory plan passes offline; the load is what would fail.
-    empty_cache = {"HF_HUB_CACHE": str(tmp_path / "hub-cache"), **env}
-    result = run(["recipes/deepseek_multiturn.py", "--output-dir", tmp_path / "r"], env=empty_cache, timeout=300)
+    offline = {"HF_HUB_CACHE": str(tmp_path / "hub-cache"), "HF_HUB_OFFLINE": "1"}
+    result = run(["recipes/deepseek_multiturn.py", "--output-dir", tmp_path / "r"], env=offline, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "--model deepseek-ai/deepseek-llm-7b-chat" in errors[0] and words in errors[0]
-    assert "hf download deepseek-ai/deepseek-llm-7b-chat --local-dir DIR" in errors[0]
+    assert len(errors) == 1 and "--model deepseek-ai/deepseek-llm-7b-chat" in errors[0], result.stderr
+    assert "not in the local cache" in errors[0] and "hf download deepseek-ai/deepseek-llm-7b-chat --local-dir DIR" \
+        in errors[0]
     assert not (tmp_path / "r").exists()  # nothing was written
     shown = run(["scripts/show_labels.py", "datasets/chat_multiturn/train.jsonl", "--model",
-                 "deepseek-ai/deepseek-llm-7b-chat"], env=empty_cache, timeout=300)
-    assert shown.returncode == 2 and words in shown.stderr and "Traceback" not in shown.stderr
+                 "deepseek-ai/deepseek-llm-7b-chat"], env=offline, timeout=300)
+    assert shown.returncode == 2 and "not in the local cache" in shown.stderr and "Traceback" not in shown.stderr
+
+
+def test_a_hub_that_cannot_be_reached_names_the_mirror(tmp_path, monkeypatch):
+    """A closed port, as behind a firewall: the hub client retries (its backoff sleeps, 23 s in all, are skipped
+    here), then the one line names the mirror. The same check the recipes and show_labels make before loading."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    from common.errors import UserError
+    from common.hub import check_model_available
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    waits = []
+    monkeypatch.setattr(_http.time, "sleep", waits.append)
+    with pytest.raises(UserError) as refused:
+        check_model_available("deepseek-ai/deepseek-llm-7b-chat")
+    message = str(refused.value)
+    assert message.startswith("--model deepseek-ai/deepseek-llm-7b-chat: cannot download it from http://127.0.0.1:9 (")
+    assert "export HF_ENDPOINT=https://hf-mirror.com" in message and "\n" not in message
+    assert "hf download deepseek-ai/deepseek-llm-7b-chat --local-dir DIR" in message
+    assert len(waits) >= 1  # it really went to the network and was refused

@@ -52,6 +52,23 @@ def test_gguf_that_llama_cpp_cannot_load_is_an_error_and_not_kept(merged_run, tm
     assert hashes(out) == before
 
 
+def test_a_vocabulary_shorter_than_the_embedding_is_named(tmp_path):
+    """What the GGUF reader finds once llama.cpp refused a file: a token list shorter than the embedding."""
+    from gguf import GGUFWriter
+
+    from common.gguf import vocabulary_problem
+
+    path = tmp_path / "short-vocab.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_token_list(["<s>", "a", "b"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert vocabulary_problem(path, 5) == "its vocabulary has 3 tokens and the merged model's embedding 5 rows"
+    assert vocabulary_problem(path, 3) is None
+
+
 def test_gguf_whose_special_tokens_llama_cpp_spells_out_is_an_error(merged_run, tmp_path):
     """No added_tokens_decoder in tokenizer_config.json (transformers 5 no longer saves it): the GGUF loads, but
     <|start_header_id|> is no control token there, so llama.cpp tokenizes it letter by letter and the model
