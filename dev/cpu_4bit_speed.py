@@ -1,6 +1,6 @@
 """Tokens/s of every recipe and LoRA variant on its tiny model, in 4-bit (bitsandbytes' CPU backend) and in float32,
-on this machine's CPU (the vision recipe: seconds per step). A developer's measurement, printed as the README's
-table; not a test.
+on this machine's CPU (the vision recipe: seconds per step). A developer's measurement, printed as the table in
+docs/four-bit-on-cpu.md; not a test.
 
     python dev/cpu_4bit_speed.py                 # 12 steps each, sequences cut at 256 tokens
     python dev/cpu_4bit_speed.py --steps 24

@@ -5,9 +5,9 @@ DeepSeek / DeepSeek-R1-Distill id or local path), loaded in 4-bit (QLoRA) with U
 On what: datasets/chat_multiturn (300 Chinese and English conversations, 2-3 exchanges each), or your
 own JSONL/JSON in OpenAI `messages`, ShareGPT `conversations` or instruction/response format.
 Labels: every assistant reply and its end-of-turn token; never system or user text or the "Assistant:"
-header (--label-layout all_turns | last_turn | split, see README). R1-Distill models: each reply is trained after
-the "<｜Assistant｜><think>\n" prompt inference uses, with its reasoning (reasoning_content, or <think>...</think>
-in the content) or an empty think block (--no-empty-think: none).
+header (--label-layout all_turns | last_turn | split, see docs/labels-and-tokenizers.md). R1-Distill models: each
+reply is trained after the "<｜Assistant｜><think>\n" prompt inference uses, with its reasoning (reasoning_content, or
+<think>...</think> in the content) or an empty think block (--no-empty-think: none).
 Tokenizer: checked against the model's own tokenizer.json and rebuilt from it when transformers loads it wrong
 (deepseek-llm-7b-chat and R1-Distill-Llama, transformers#45488); the preflight checks it round-trips the data.
 GPU memory: about 7 GB for the 7B model in 4-bit at 2K context, batch 2 (fits a free 15 GB T4);
@@ -88,7 +88,8 @@ class Config:
     # data and labels
     train_file: str = "datasets/chat_multiturn/train.jsonl"  # .jsonl or .json
     eval_file: str = "datasets/chat_multiturn/test.jsonl"  # held-out conversations
-    label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"  # which replies are trained (README: Labels)
+    # which replies are trained: docs/labels-and-tokenizers.md
+    label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"
     empty_think: bool = True  # R1-Distill, reply without reasoning: train an empty think block after "<think>\n"
     skip_bad_rows: bool = False  # skip and count bad rows instead of stopping at the first
     # training
@@ -244,7 +245,7 @@ train_examples, train_stats = build_dataset(tokenizer, train_data.conversations,
                                             source=cfg.train_file, empty_think=cfg.empty_think)
 eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length,
                                           source=cfg.eval_file, empty_think=cfg.empty_think)
-if opens_think_block(tokenizer):  # DeepSeek-R1-Distill: README, Reasoning models
+if opens_think_block(tokenizer):  # DeepSeek-R1-Distill: docs/reasoning-models.md
     print("reasoning template: each reply is trained after the <think> prompt inference uses, with its reasoning or "
           f"{'an empty think block' if cfg.empty_think else 'none'}; each reply of a conversation is its own example")
 for name, stats in (("train", train_stats), ("eval", eval_stats)):

@@ -5,11 +5,12 @@ Instruct id or local path), loaded in 4-bit nf4 with double quantisation (QLoRA)
 picked for the GPU and printed: fp16 on a T4, bf16 on Ampere or newer.
 On what: datasets/instructions (200 instruction/response records, Chinese and English) or
 datasets/guanaco_style ("### Human: ... ### Assistant: ..." text, as in the QLoRA Guanaco example), both rendered
-with the Llama-3 chat template; or your own JSONL/JSON in any format the README lists.
+with the Llama-3 chat template; or your own JSONL/JSON in any format docs/data-formats.md lists.
 Labels: each reply and its <|eot_id|>; never the prompt or the "<|start_header_id|>assistant" header. The
 Llama-3.1/3.2 template opens every conversation with a "Cutting Knowledge Date ... Today Date" system block: it is
 context, rendered the same way at inference (and in the exported Ollama Modelfile).
-LoRA variants: --use-rslora, --use-dora, --init gaussian|pissa|loftq, --adalora (see README for when to use which).
+LoRA variants: --use-rslora, --use-dora, --init gaussian|pissa|loftq, --adalora (see docs/lora-options.md for when
+to use which).
 GPU memory: about 7.3 GiB for the 8B model in 4-bit at 2K context, batch 2 (the reference measurement of raw
 Unsloth on an H100, not of this recipe: should fit a free 15 GB T4); --init pissa/loftq load in 16-bit: about
 17 GiB (planner estimate), which needs a 24 GB card.
@@ -91,7 +92,8 @@ class Config:
     # data and labels
     train_file: str = "datasets/instructions/train.jsonl"  # .jsonl or .json
     eval_file: str = "datasets/instructions/test.jsonl"  # held-out records
-    label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"  # which replies are trained (README: Labels)
+    # which replies are trained: docs/labels-and-tokenizers.md
+    label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"
     empty_think: bool = True  # R1-Distill, reply without reasoning: train an empty think block after "<think>\n"
     skip_bad_rows: bool = False  # skip and count bad rows instead of stopping at the first
     # training
@@ -247,7 +249,7 @@ train_examples, train_stats = build_dataset(tokenizer, train_data.conversations,
                                             source=cfg.train_file, empty_think=cfg.empty_think)
 eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length,
                                           source=cfg.eval_file, empty_think=cfg.empty_think)
-if opens_think_block(tokenizer):  # DeepSeek-R1-Distill: README, Reasoning models
+if opens_think_block(tokenizer):  # DeepSeek-R1-Distill: docs/reasoning-models.md
     print("reasoning template: each reply is trained after the <think> prompt inference uses, with its reasoning or "
           f"{'an empty think block' if cfg.empty_think else 'none'}; each reply of a conversation is its own example")
 for name, stats in (("train", train_stats), ("eval", eval_stats)):

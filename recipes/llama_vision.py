@@ -84,7 +84,8 @@ class Config:
     # data and labels
     train_file: str = "datasets/vision/train.jsonl"  # .jsonl or .json; image paths relative to it
     eval_file: str = "datasets/vision/test.jsonl"  # held-out conversations
-    label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"  # which replies are trained (README: Labels)
+    # which replies are trained: docs/labels-and-tokenizers.md
+    label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"
     skip_bad_rows: bool = False  # skip and count bad rows instead of stopping at the first
     # training
     batch_size: int = 2  # per step (padded batches: vision batches cannot be padding-free)
@@ -112,7 +113,7 @@ sys.excepthook = report_user_errors  # bad data or config: a one-line error and 
 cfg = parse_config(Config, description=__doc__)
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: only the text recipes take it
     raise UserError("this recipe trains on one GPU; for several: recipes/deepseek_multiturn.py or "
-                    "recipes/llama_text.py (README: When one GPU is not enough)")
+                    "recipes/llama_text.py (docs/multi-gpu.md)")
 ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 
 

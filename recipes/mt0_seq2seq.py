@@ -5,7 +5,8 @@ and feed-forward block of bigscience/mt0-large (1.23B parameters, 18.3M of them 
 local path), with transformers + PEFT (TaskType.SEQ_2_SEQ_LM) and Seq2SeqTrainer. Unsloth is not used: it accelerates
 decoder-only models, not encoder-decoders. On mt0 (a gated mT5) "wi" is the pair wi_0, wi_1: see common/seq2seq.py.
 On what: datasets/instructions (200 instruction/response records, Chinese and English: counselling and LoRA Q&A), or
-any JSONL/JSON the README lists; the encoder reads the system text, instruction and input, the decoder the response.
+any JSONL/JSON docs/data-formats.md lists; the encoder reads the system text, instruction and input, the decoder the
+response.
 Labels: the response and its </s>; -100 on every padded label position (checked in the preflight cell).
 Defaults follow the article (a Chinese blog post: LoRA on mt0-large for youth counselling): batch 5, 4 epochs,
 learning rate 9.65e-7, its recommended setting. That rate moves a LoRA adapter very little (B starts at zero);
@@ -110,7 +111,7 @@ sys.excepthook = report_user_errors  # bad data or config: a one-line error and 
 cfg = parse_config(Config, description=__doc__)
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # accelerate launch / torchrun: only the text recipes take it
     raise UserError("this recipe trains on one GPU; for several: recipes/deepseek_multiturn.py or "
-                    "recipes/llama_text.py (README: When one GPU is not enough)")
+                    "recipes/llama_text.py (docs/multi-gpu.md)")
 ROOT = Path(__file__).resolve().parent.parent if "__file__" in globals() else Path.cwd()
 
 

@@ -88,9 +88,9 @@ REFERENCE = {
 TARGETS = {"vs_raw_unsloth": 0.97, "vs_hf_speed": 1.8, "vs_hf_memory": 0.6, "mixed_vs_hf_trained": 2.5}
 # What README.md says about a T4, per recipe: (claim, GiB it names or None, tolerance).
 T4_CLAIMS = {
-    "deepseek": ("about 7 GB at 2K context, batch 2 (fits a free 15 GB T4)", 7e9 / 2**30, 0.15),
-    "llama": ("about 7.3 GiB at 2K context, batch 2 (fits a T4)", 7.3, 0.15),
-    "vision": ("should fit a 15 GB T4", None, None),
+    "deepseek": ("about 7 GB at 2K context, batch 2 (estimate); planner estimate: fits a 15 GB T4", 7e9 / 2**30, 0.15),
+    "llama": ("about 7.3 GiB at 2K context, batch 2 (estimate); planner estimate: fits a 15 GB T4", 7.3, 0.15),
+    "vision": ("planner estimate: fits a 15 GB T4", None, None),
 }
 T4_GIB = GPUS["t4"][1]  # what torch reports on a T4; the planner checks against it
 PACKAGES = ("torch", "transformers", "peft", "trl", "unsloth", "unsloth_zoo", "bitsandbytes", "datasets", "accelerate",

@@ -1,5 +1,5 @@
-"""The DeepSeek recipe under torchrun with two CPU processes (gloo), exactly as the README's command runs it, in 4-bit
-as a GPU user runs it (bitsandbytes' CPU backend):
+"""The DeepSeek recipe under torchrun with two CPU processes (gloo), exactly as docs/multi-gpu.md's command runs it,
+in 4-bit as a GPU user runs it (bitsandbytes' CPU backend):
 different shards per process, one adapter written by the main process, the loss curve of a one-process run of
 the same global batch, and --resume. (`accelerate launch --cpu --num_processes 2` starts one process, not two,
 so the test uses torchrun, the launcher accelerate itself uses on GPUs.)"""

@@ -245,7 +245,7 @@ def test_only_selects_groups_parts_and_checks():
 
 
 def test_the_offline_wheels_script_is_documented_and_parses():
-    """scripts/offline_wheels.sh (nothing is downloaded here): valid bash, and the READMEs give its install command."""
+    """scripts/offline_wheels.sh (nothing is downloaded here): valid bash, and the docs give its install command."""
     script = ROOT / "scripts" / "offline_wheels.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
@@ -254,7 +254,7 @@ def test_the_offline_wheels_script_is_documented_and_parses():
         assert package in text, package
     install = "python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl"
     assert install in text
-    for readme in ("README.md", "README.zh-CN.md"):
+    for readme in ("docs/development-and-gpu-checking.md", "docs/zh-CN/development-and-gpu-checking.md"):
         section = (ROOT / readme).read_text()
         assert "bash scripts/offline_wheels.sh" in section and install in section, readme
 

@@ -1,7 +1,12 @@
-"""The README's "Fork a recipe" section stays true to the code: the common/ modules a text recipe needs (its
-imports, followed through common/) are the ones it lists, with their sizes in lines, in both languages."""
+"""The READMEs and docs/ stay true to the code and to each other.
+
+docs/forking.md's "Fork a recipe" section lists the common/ modules a text recipe needs (its imports, followed
+through common/), with their sizes in lines, in both languages. Every relative link in README.md, README.zh-CN.md
+and docs/ leads to a file that exists (and a link to a heading, to a heading that exists); every docs/ topic has its
+Chinese twin in docs/zh-CN/, and each README links every docs file of its language."""
 import ast
 import re
+from pathlib import Path
 
 import pytest
 
@@ -29,10 +34,10 @@ def needed_by(recipe: str) -> set[str]:
     return needed
 
 
-@pytest.mark.parametrize("readme", ["README.md", "README.zh-CN.md"])
+@pytest.mark.parametrize("readme", ["docs/forking.md", "docs/zh-CN/forking.md"])
 def test_fork_section_lists_the_modules_a_text_recipe_needs_with_their_sizes(readme):
     text = (ROOT / readme).read_text(encoding="utf-8")
-    section = text[text.index("\n## Fork a recipe" if readme == "README.md" else "\n## 派生"):]
+    section = text[text.index("\n## Fork a recipe" if readme == "docs/forking.md" else "\n## 派生"):]
     section = section[:section.index("\n## ", 1)]
     sizes = {}
     for row in re.findall(r"^\| (`common/.*?) \| ([\d +]+) \|", section, re.M):  # table rows, "a + b" for two
@@ -44,3 +49,62 @@ def test_fork_section_lists_the_modules_a_text_recipe_needs_with_their_sizes(rea
         assert lines == actual, f"{readme}: common/{name}.py is listed with {lines} lines, it has {actual}"
     needed = set().union(*(needed_by(recipe) for recipe in TEXT_RECIPES)) - {"__init__"}
     assert needed <= set(sizes), f"{readme}: a text recipe needs {sorted(needed - set(sizes))}, not listed"
+
+
+# ------------------------------------------------------------------ links between the READMEs and docs/
+
+READMES = ["README.md", "README.zh-CN.md"]
+DOCS = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").rglob("*.md"))
+
+
+def links(path) -> list[str]:
+    """The targets of the Markdown links in `path`, outside code blocks and code spans (a badge's outer link too)."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.M | re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def anchors(path) -> set[str]:
+    """The anchors GitHub gives the headings of `path`: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.M | re.S)
+    found, seen = set(), {}
+    for heading in re.findall(r"^#{1,6} (.+?)\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return found
+
+
+@pytest.mark.parametrize("page", READMES + DOCS)
+def test_every_relative_link_resolves(page):
+    source = ROOT / page
+    for target in links(source):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...: not a file of this repository
+            continue
+        file, _, anchor = target.partition("#")
+        path = (source.parent / file).resolve() if file else source
+        assert path.is_file() and path.is_relative_to(ROOT), f"{page}: link to {target}: no such file in the repository"
+        if anchor:
+            assert anchor in anchors(path), f"{page}: link to {target}: no such heading in {file or page}"
+
+
+def test_docs_has_a_chinese_twin_for_every_topic():
+    english = {Path(name).name for name in DOCS if not name.startswith("docs/zh-CN/")}
+    chinese = {Path(name).name for name in DOCS if name.startswith("docs/zh-CN/")}
+    assert english, "docs/ holds no topic"
+    assert english == chinese, \
+        f"only in English: {sorted(english - chinese)}; only in Chinese: {sorted(chinese - english)}"
+    for name in DOCS:
+        first = (ROOT / name).read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# "), f"{name} does not start with a title"
+
+
+@pytest.mark.parametrize("readme, folder", [("README.md", "docs"), ("README.zh-CN.md", "docs/zh-CN")])
+def test_each_readme_links_every_docs_file_of_its_language(readme, folder):
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in links(ROOT / readme)}
+    for path in sorted((ROOT / folder).glob("*.md")):
+        assert path.resolve() in linked, f"{readme} does not link {path.relative_to(ROOT)}"
+    for name in DOCS:  # and each docs file links back to its README
+        if name.startswith("docs/zh-CN/") == (folder == "docs/zh-CN"):
+            assert (ROOT / readme).resolve() in {(ROOT / name).parent.joinpath(t.partition("#")[0]).resolve()
+                                                 for t in links(ROOT / name)}, f"{name} does not link {readme}"
