@@ -228,7 +228,7 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
               "llama.cpp loads it and runs a prompt)")
     if verify_parity:
         from common.parity import verify
-        done["parity"] = verify(merged, {q: targets[q] for q in quant_list}, eval_file)
+        done["parity"] = verify(merged, tokenizer, {q: targets[q] for q in quant_list}, eval_file)
     return done
 
 

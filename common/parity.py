@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from common.errors import UserError
-from common.tokenizer import load_tokenizer
 
 # transformers' logits closer than this fraction of the largest logit are a tie (see is_tie). llama.cpp's f16
 # and transformers differ by about 5e-4 of it on the tiny models (llama.cpp rounds activations to 16 bits).
@@ -103,15 +102,15 @@ def llama_cpp_parity(gguf_file: Path, conversations, reference, max_new_tokens) 
     return result
 
 
-def verify(merged_dir: Path, gguf_files: dict[str, Path], eval_file: Path, max_new_tokens: int = 32,
+def verify(merged_dir: Path, tokenizer, gguf_files: dict[str, Path], eval_file: Path, max_new_tokens: int = 32,
            n_conversations: int = 5) -> dict:
-    """Parity of each GGUF with the merged model in transformers on eval_file, printed one line per quant type."""
+    """Parity of each GGUF with the merged model in transformers (`tokenizer`: merged16's, as load_tokenizer loads
+    it) on eval_file, printed one line per quant type."""
     import torch
     from transformers import AutoModelForCausalLM
 
     conversations = prompts_from(eval_file, n_conversations)
     print(f"parity: {len(conversations)} held-out conversations from {eval_file}")
-    tokenizer = load_tokenizer(merged_dir)
     # On a CPU the 16-bit weights are computed in float32; on a GPU in their own 16-bit type.
     on_gpu = torch.cuda.is_available()
     model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype="auto" if on_gpu else torch.float32,

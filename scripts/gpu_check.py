@@ -369,13 +369,17 @@ def long_chats(tokenizer, min_tokens: int, count: int, seed: int = 0) -> list[di
         messages = [m for m in conversation.messages if m["role"] != "system"]
         pairs += [(u["content"], a["content"]) for u, a in zip(messages[::2], messages[1::2])
                   if u["role"] == "user" and a["role"] == "assistant"]
+    # The messages' own tokens, counted once: the rendered chat (headers added) is tokenized only once they reach
+    # min_tokens, not after every exchange (that was 13 s per call with a real 128K vocabulary).
+    sizes = [len(tokenizer(u + a, add_special_tokens=False)["input_ids"]) for u, a in pairs]
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
-        messages = []
+        messages, content_tokens = [], 0
         for i in rng.sample(range(len(pairs)), len(pairs)):
             messages += [{"role": "user", "content": pairs[i][0]}, {"role": "assistant", "content": pairs[i][1]}]
-            if len(messages) % 8 == 0:
+            content_tokens += sizes[i]
+            if len(messages) % 8 == 0 and content_tokens >= min_tokens * 0.9:
                 text = tokenizer.apply_chat_template(messages, tokenize=False)
                 if len(tokenizer(text, add_special_tokens=False)["input_ids"]) >= min_tokens:
                     break

@@ -3,6 +3,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -33,16 +34,16 @@ def tiny_llama3_tokenizer():
 
 # The environment every command gets, as in the shell that started the tests: this process's own imports set
 # variables of their own (Unsloth a dozen), which a command started from a shell would not inherit. Offline, as the
-# tests are: a hub lookup fails at once instead of after the hub client's retries.
-ENVIRONMENT = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-os.environ.update({k: ENVIRONMENT[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
-                                               "TOKENIZERS_PARALLELISM")})
+# tests are (a hub lookup fails at once instead of after the hub client's retries), with an empty hub cache of their
+# own (what this machine has downloaded cannot change a result).
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_CACHE": tempfile.mkdtemp(prefix="tests-hub-cache-")}
+os.environ.update(OFFLINE)
+ENVIRONMENT = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 class Zygotes:
-    """tests/zygote.py's two servers and the stand-in interpreter that uses them (see its docstring). Commands run
-    by the real interpreter until a server is ready."""
+    """tests/zygote.py's two servers and the stand-in interpreter that uses them (see its docstring)."""
 
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="zygote-"))
@@ -58,6 +59,12 @@ class Zygotes:
                                                       str(socket_path), flavour], cwd=ROOT, env=ENVIRONMENT,
                                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log))
             self.env[f"ZYGOTE_SOCKET_{flavour.upper()}"] = str(socket_path)
+        # Wait for both: their imports share two cores with whatever runs meanwhile, and slow it down as much.
+        deadline = time.monotonic() + 300
+        while not all((self.dir / flavour).exists() for flavour in ("unsloth", "plain")):
+            if time.monotonic() > deadline or any(server.poll() is not None for server in self.servers):
+                break  # commands run in fresh interpreters: slower, the same results
+            time.sleep(0.1)
 
     def close(self):
         for server in self.servers:
@@ -70,10 +77,11 @@ _zygotes: Zygotes | None = None
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_zygotes():
+def _end_of_session():
     yield
     if _zygotes is not None:
         _zygotes.close()
+    shutil.rmtree(OFFLINE["HF_HUB_CACHE"], ignore_errors=True)
 
 
 def run(args, timeout=600, **kwargs):

@@ -5,6 +5,8 @@ that fails the test: a case that reaches a model load is a check made too late. 
 excepthook turning a UserError into one line and exit code 2) is run for real at the end.
 """
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -119,9 +121,10 @@ def test_the_exit_code_is_2_and_the_error_one_line(tmp_path, flags, words):
 
 
 def test_a_hub_model_that_cannot_be_downloaded_is_one_line(tmp_path):
-    # The default model's shape is bundled, so the memory plan passes offline; the load is what would fail.
-    offline = {"HF_HUB_CACHE": str(tmp_path / "hub-cache"), "HF_HUB_OFFLINE": "1"}
-    result = run(["recipes/deepseek_multiturn.py", "--output-dir", tmp_path / "r"], env=offline, timeout=300)
+    # The default model's shape is bundled, so the memory plan passes offline; the load is what would fail. The
+    # tests run with HF_HUB_OFFLINE=1 and an empty hub cache (conftest.OFFLINE).
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and not any(Path(os.environ["HF_HUB_CACHE"]).iterdir())
+    result = run(["recipes/deepseek_multiturn.py", "--output-dir", tmp_path / "r"], timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--model deepseek-ai/deepseek-llm-7b-chat" in errors[0], result.stderr
@@ -129,7 +132,7 @@ def test_a_hub_model_that_cannot_be_downloaded_is_one_line(tmp_path):
         in errors[0]
     assert not (tmp_path / "r").exists()  # nothing was written
     shown = run(["scripts/show_labels.py", "datasets/chat_multiturn/train.jsonl", "--model",
-                 "deepseek-ai/deepseek-llm-7b-chat"], env=offline, timeout=300)
+                 "deepseek-ai/deepseek-llm-7b-chat"], timeout=300)
     assert shown.returncode == 2 and "not in the local cache" in shown.stderr and "Traceback" not in shown.stderr
 
 
