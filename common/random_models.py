@@ -188,10 +188,6 @@ def quantized_copy(model_dir) -> Path:
     return _build(directory, key, build)
 
 
-def size_on_disk(directory) -> int:
-    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
-
-
 def remove(directory) -> None:
     """Delete a built model (the checks free disk space between models this way)."""
     shutil.rmtree(directory, ignore_errors=True)

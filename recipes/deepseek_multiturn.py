@@ -6,7 +6,7 @@ On what: datasets/chat_multiturn (300 Chinese and English conversations, 2-3 exc
 own JSONL/JSON in OpenAI `messages`, ShareGPT `conversations` or instruction/response format.
 Labels: every assistant reply and its end-of-turn token; never system or user text or the "Assistant:"
 header (--label-layout all_turns | last_turn | split, see docs/labels-and-tokenizers.md). R1-Distill models: each
-reply is trained after the "<｜Assistant｜><think>\n" prompt inference uses, with its reasoning (reasoning_content, or
+reply is trained after the "<｜Assistant｜><think>\\n" prompt inference uses, with its reasoning (reasoning_content, or
 <think>...</think> in the content) or an empty think block (--no-empty-think: none).
 Tokenizer: checked against the model's own tokenizer.json and rebuilt from it when transformers loads it wrong
 (deepseek-llm-7b-chat and R1-Distill-Llama, transformers#45488); the preflight checks it round-trips the data.

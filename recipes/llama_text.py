@@ -18,7 +18,7 @@ Unsloth on an H100, not of this recipe: should fit a free 15 GB T4); --init piss
     python recipes/llama_text.py                                                 # real model, GPU + internet
     python recipes/llama_text.py --model tiny                                    # offline test model, CPU is fine
     python recipes/llama_text.py --model tiny --load-in-4bit                     # the GPU's 4-bit QLoRA path, on a CPU
-    python recipes/llama_text.py --train-file datasets/guanaco_style/train.jsonl \
+    python recipes/llama_text.py --train-file datasets/guanaco_style/train.jsonl \\
                                  --eval-file datasets/guanaco_style/test.jsonl
     python recipes/llama_text.py --use-dora --r 8                                # DoRA at low rank
     python recipes/llama_text.py --adalora --init-r 12 --target-r 8              # AdaLoRA

@@ -74,6 +74,7 @@ sys.path.insert(0, str(ROOT))
 
 from common.errors import UserError, report_user_errors  # noqa: E402
 from common.memory_plan import CONTEXT_GIB, GPUS  # noqa: E402
+from common.output_dir import dir_size  # noqa: E402
 
 PARTS = {"core": "0. Core: the DeepSeek recipe in 4-bit beside raw Unsloth and HF + PEFT",
          "recipes": "1. Every recipe end to end", "t4": "2. T4 mode (fp16, SDPA, 15 GB)",
@@ -316,10 +317,6 @@ class Context:
 def tail(text: str, lines: int = 25) -> str:
     kept = [ln.rsplit("\r", 1)[-1] for ln in text.splitlines() if ln.strip()]
     return "\n".join(kept[-lines:])
-
-
-def dir_size(path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def load_json(path, default=None):

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import torch
 
-from common.errors import UserError, report_user_errors  # noqa: F401
+from common.errors import UserError, report_user_errors
 from common.lora import FULLY_TRAINED, PRESETS
 
 

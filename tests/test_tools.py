@@ -97,3 +97,22 @@ def test_compare_lora_table_and_plot(tmp_path):
     table = (out / "table.md").read_text()
     assert table.count("\n") == 2 + len(rows) and "| PiSSA | `--init pissa` |" in table
     assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_texts_read_as_written():
+    """--help prints each recipe's and script's docstring: an escape in it ("\\n" written for the two characters)
+    prints as a line break in the middle of a sentence. Each docstring breaks lines only where its source does."""
+    import ast
+    import io
+    import tokenize
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    for path in sorted([*Path(ROOT, "recipes").glob("*.py"), *Path(ROOT, "scripts").glob("*.py")]):
+        source = path.read_text(encoding="utf-8")
+        docstring = ast.get_docstring(ast.parse(source), clean=False)
+        if not docstring:
+            continue
+        written = next(t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.STRING)
+        assert docstring.count("\n") == written.string.count("\n"), f"{path.name}: an escape breaks a line"
