@@ -10,11 +10,10 @@ def text_of(content) -> str:
 @torch.no_grad()
 def generate_reply(model, tokenizer, messages, max_new_tokens: int, processor=None, images=()) -> str:
     """Greedy reply to `messages`, rendered by the chat template with its generation prompt. With a processor
-    (vision models), its chat template renders and the images go with the text."""
+    (vision models), its chat template renders and `images` (loaded: PIL images) go with the text."""
     prompt = (processor or tokenizer).apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if processor is not None:
-        from common.vision import load_images
-        inputs = processor(images=[load_images(images)], text=[prompt], add_special_tokens=False, return_tensors="pt")
+        inputs = processor(images=[list(images)], text=[prompt], add_special_tokens=False, return_tensors="pt")
     else:
         inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
     inputs = inputs.to(next(model.parameters()).device)
@@ -23,8 +22,10 @@ def generate_reply(model, tokenizer, messages, max_new_tokens: int, processor=No
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def compare_replies(model, tokenizer, conversations, max_new_tokens: int, processor=None) -> list[dict]:
-    """For each conversation, reply to everything before its last assistant turn, without and with LoRA."""
+def compare_replies(model, tokenizer, conversations, max_new_tokens: int, processor=None,
+                    load_images=None) -> list[dict]:
+    """For each conversation, reply to everything before its last assistant turn, without and with LoRA. Vision
+    models: `processor` and `load_images` (common.vision.load_images: image paths -> images)."""
     rows = []
     for conversation in conversations:
         messages = conversation.messages
@@ -32,9 +33,10 @@ def compare_replies(model, tokenizer, conversations, max_new_tokens: int, proces
         prompt = messages[:last]
         images = getattr(conversation, "images", [])[: sum(isinstance(m["content"], list) and sum(
             p["type"] == "image" for p in m["content"]) for m in prompt)]
+        pictures = load_images(images) if images else []
         with model.disable_adapter():  # the same weights with LoRA switched off: the base model
-            base = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, images)
-        tuned = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, images)
+            base = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, pictures)
+        tuned = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, pictures)
         row = {"prompt": text_of(prompt[-1]["content"]), "reference": text_of(messages[last]["content"]),
                "base": base, "tuned": tuned}
         if images:

@@ -66,11 +66,14 @@ BUNDLED = {
 
 
 def bundled_config_path(name: str) -> Path | None:
-    """benchmarks/configs/ARCH.json for an arch name or a hub id of one of the bundled architectures."""
+    """benchmarks/configs/ARCH.json for an arch name or a hub id of one of the bundled architectures; None when the
+    name is none of them, or the file is not there (a recipe forked without benchmarks/: the hub's config.json
+    serves instead)."""
     lowered = name.lower().rsplit("/", 1)[-1]
     for fragment, arch in BUNDLED.items():
         if lowered == arch or lowered.startswith(fragment):
-            return CONFIG_DIR / f"{arch}.json"
+            path = CONFIG_DIR / f"{arch}.json"
+            return path if path.is_file() else None
     return None
 
 

@@ -11,7 +11,7 @@ import torch
 from common.errors import UserError
 
 MODEL_TYPES = ("t5", "mt5", "umt5")  # mt0 and flan-t5 are mt5 and t5 checkpoints
-PRESETS = {"attention": ["q", "k", "v", "o"], "mlp": ["wi", "wo"], "all-linear": ["q", "k", "v", "o", "wi", "wo"]}
+T5_PRESETS = {"attention": ["q", "k", "v", "o"], "mlp": ["wi", "wo"], "all-linear": ["q", "k", "v", "o", "wi", "wo"]}
 
 
 def seq2seq_outline(model_name: str) -> tuple[int, list[str]]:
@@ -36,7 +36,7 @@ def seq2seq_outline(model_name: str) -> tuple[int, list[str]]:
     return n_params, sorted(names)
 
 
-def resolve_targets(targets: str, available: list[str]) -> list[str]:
+def resolve_t5_targets(targets: str, available: list[str]) -> list[str]:
     """LoRA layer names for PEFT's target_modules, from a preset or a list like "q,v".
 
     PEFT matches a name against the end of a module's path, whole names only ("...SelfAttention.q" ends with ".q").
@@ -44,7 +44,7 @@ def resolve_targets(targets: str, available: list[str]) -> list[str]:
     ["q", "v", "k", "o", "wi", "wo"] matches no feed-forward input layer on mt0-large: LoRA lands on q, k, v, o and wo
     only, and PEFT says nothing (it raises only when no name matches at all). Here "wi" stands for the model's own
     input projections: wi on the original T5, wi_0 and wi_1 on gated models."""
-    names = PRESETS.get(targets) or [name.strip() for name in targets.split(",") if name.strip()]
+    names = T5_PRESETS.get(targets) or [name.strip() for name in targets.split(",") if name.strip()]
     chosen, unknown = [], []
     for name in names:
         if name == "wi" and "wi" not in available and {"wi_0", "wi_1"} <= set(available):
@@ -55,7 +55,7 @@ def resolve_targets(targets: str, available: list[str]) -> list[str]:
             unknown.append(name)
     if unknown or not chosen:
         raise UserError(f"--targets: this model has no layer named {', '.join(unknown) or '(none given)'}; use a "
-                        f"preset ({', '.join(PRESETS)}) or names from: {', '.join(available)} "
+                        f"preset ({', '.join(T5_PRESETS)}) or names from: {', '.join(available)} "
                         "(wi means wi_0,wi_1 on gated models)")
     return list(dict.fromkeys(chosen))
 
@@ -100,7 +100,7 @@ def padding_share(examples, batch_size: int, max_length: int) -> tuple[float, fl
 
 
 @torch.no_grad()
-def generate_reply(model, tokenizer, text: str, max_new_tokens: int, max_length: int) -> str:
+def generate_from_source(model, tokenizer, text: str, max_new_tokens: int, max_length: int) -> str:
     inputs = tokenizer(text, max_length=max_length, truncation=True, return_tensors="pt")
     device = next(model.parameters()).device
     output = model.generate(**{k: v.to(device) for k, v in inputs.items()}, max_new_tokens=max_new_tokens,
@@ -108,14 +108,14 @@ def generate_reply(model, tokenizer, text: str, max_new_tokens: int, max_length:
     return tokenizer.decode(output[0], skip_special_tokens=True)
 
 
-def compare_replies(model, tokenizer, conversations, max_new_tokens: int, max_length: int) -> list[dict]:
+def compare_seq2seq_replies(model, tokenizer, conversations, max_new_tokens: int, max_length: int) -> list[dict]:
     """Each held-out prompt answered by the base model (LoRA switched off) and by the tuned model."""
     rows = []
     for conversation in conversations:
         source, reference = source_and_target(conversation.messages)
         with model.disable_adapter():  # the same weights without LoRA: the base model
-            base = generate_reply(model, tokenizer, source, max_new_tokens, max_length)
-        tuned = generate_reply(model, tokenizer, source, max_new_tokens, max_length)
+            base = generate_from_source(model, tokenizer, source, max_new_tokens, max_length)
+        tuned = generate_from_source(model, tokenizer, source, max_new_tokens, max_length)
         rows.append({"prompt": source, "reference": reference, "base": base, "tuned": tuned})
         print(f"--- prompt:    {source}\n    reference: {reference}\n    base:      {base}\n    tuned:     {tuned}")
     return rows

@@ -63,7 +63,8 @@ from common.tiny_vision import tiny_vision_model_path
 from common.tokenizer import check_tokenizer, save_tokenizer
 from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_disk_for_checkpoints,
                                  check_training_options, disk_full_is_an_error)
-from common.vision import MllamaCollator, build_vision_examples, label_tokenizer, preflight_vision, to_vision_messages
+from common.vision import (MllamaCollator, build_vision_examples, label_tokenizer, load_images, preflight_vision,
+                           to_vision_messages)
 
 
 @dataclass
@@ -290,7 +291,8 @@ if on_gpu:
 metrics = trainer.evaluate()
 print(f"held-out loss (answer tokens only, {cfg.label_layout}): {metrics['eval_loss']:.4f}")
 for_inference(backend, model)
-replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens, processor)
+replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens, processor,
+                          load_images)
 
 # %% save
 save_loss_plot(trainer.state.log_history, run_dir / "loss.png", title=cfg.model)

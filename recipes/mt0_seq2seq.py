@@ -55,7 +55,7 @@ from common.loss_plot import save_loss_plot
 from common.memory_plan import load_config
 from common.preflight import seq2seq_preflight
 from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
-from common.seq2seq import (compare_replies, padding_share, resolve_targets, run_comparison, seq2seq_outline,
+from common.seq2seq import (compare_seq2seq_replies, padding_share, resolve_t5_targets, run_comparison, seq2seq_outline,
                             tokenize_pairs)
 from common.timing import StepTimer
 from common.tiny_seq2seq import tiny_seq2seq_path
@@ -134,11 +134,11 @@ if cfg.compare and cfg.resume:
     raise UserError("--compare trains three new runs; it cannot --resume one")
 model_name = str(tiny_seq2seq_path()) if cfg.model == "tiny" else cfg.model
 n_params, linear_layers = seq2seq_outline(model_name)  # config.json only: a wrong model or name fails in seconds
-targets = resolve_targets(cfg.targets, linear_layers)
+targets = resolve_t5_targets(cfg.targets, linear_layers)
 if "wi_0" in targets and "wi_0" not in cfg.targets:
     print("targets: wi is wi_0 and wi_1 here (gated feed-forward, as on mt0); PEFT alone would match neither")
 for _, names, _ in EXPERIMENTS if cfg.compare else ():
-    resolve_targets(names, linear_layers)
+    resolve_t5_targets(names, linear_layers)
 config = load_config(model_name)
 check_export_request(cfg.export, ["f16"], config.model_type, config.architectures)
 # Unset: no quantisation, as the article; mt0-large fits a T4 in float32. 4-bit makes only q, k, v, o, wi_0 and wi_1
@@ -298,7 +298,7 @@ with model.disable_adapter():  # the same held-out loss without LoRA: how far tr
     metrics["base_eval_loss"] = trainer.evaluate(metric_key_prefix="base")["base_loss"]
 print(f"held-out loss (target tokens only): {metrics['eval_loss']:.4f} tuned, {metrics['base_eval_loss']:.4f} base")
 model.eval()
-replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens,
+replies = compare_seq2seq_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts], cfg.max_new_tokens,
                           cfg.max_seq_length)
 
 # %% save

@@ -155,3 +155,16 @@ def test_save_loss_plot(tmp_path):
     path = save_loss_plot(history, tmp_path / "run" / "loss.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     assert save_loss_plot([{"step": 1, "learning_rate": 1e-4}], tmp_path / "none.png") is None
+
+
+def test_a_fork_without_the_bundled_configs_is_one_line_not_a_crash(tmp_path, monkeypatch):
+    """A recipe copied out with common/ and datasets/ only: the planner asks the hub for the config instead (here
+    offline), and says so in one line, where it crashed with an OSError before."""
+    from common import memory_plan
+    from common.errors import UserError
+
+    monkeypatch.setattr(memory_plan, "CONFIG_DIR", tmp_path / "no-configs")
+    assert memory_plan.bundled_config_path("deepseek-ai/deepseek-llm-7b-chat") is None
+    with pytest.raises(UserError, match=r"^deepseek-ai/deepseek-llm-7b-chat: cannot get its config.json \(") as err:
+        memory_plan.load_config("deepseek-ai/deepseek-llm-7b-chat")
+    assert "\n" not in str(err.value)
