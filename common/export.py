@@ -29,7 +29,7 @@ from common.tokenizer import load_tokenizer
 from common.merge import (base_config, check_adapter_weights, check_merged_loads, count_parameters,
                           is_encoder_decoder, merge_to_16bit, sixteen_bit_base, tokenizer_bytes)
 from common.modelfile import checked_format, pinned_date, write_modelfile
-from common.output_dir import check_free_space, check_output_dir, dir_size, size_text
+from common.export_out import check_free_space, check_output_dir, dir_size, size_text
 
 __all__ = ["export_run", "TARGETS", "QUANTS"]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

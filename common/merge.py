@@ -6,7 +6,7 @@ from pathlib import Path
 
 from common.atomic_files import publish, remove, temporary_name
 from common.errors import UserError, is_disk_full
-from common.output_dir import disk_name, mount_point, nearest_existing, size_text
+from common.export_out import disk_name, mount_point, nearest_existing, size_text
 from common.tokenizer import load_tokenizer, save_tokenizer  # as tokenizer.json tokenizes (transformers#45488)
 
 # What a run's tokenizer is saved as; they go into merged16/, and their size counts in the free-space check.

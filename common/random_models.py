@@ -17,12 +17,11 @@ fixtures, the chat template, the device); a model found with another key is dele
 name, so a stale copy is never used and never left taking the disk.
 """
 import json
-import os
 import shutil
 from pathlib import Path
 
 from common.real_tokenizers import family_key, tokenizer_dir
-from common.tiny_model import cache_key, cache_root
+from common.tiny_model import build_once, cache_key, cache_root
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 CONFIGS = Path(__file__).resolve().parent.parent / "benchmarks" / "configs"
@@ -45,26 +44,19 @@ def _key_of(directory: Path) -> str | None:
 
 
 def _build(directory: Path, key: str, build) -> Path:
-    """build(staging), then rename staging to directory: a half-built model is never found under the final name.
-    A model built here from other inputs (another key in its random_model.json) is deleted first."""
+    """build_once, with random_model.json written last (the key it was built with). A model built here from other
+    inputs (another key in its random_model.json) is deleted first."""
     if _key_of(directory) == key:
         return directory
     if (directory / "random_model.json").is_file():  # stale: built here before an input changed
         shutil.rmtree(directory, ignore_errors=True)
-    staging = directory.parent / f".building-{directory.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+
+    def build_and_stamp(staging: Path):
         build(staging)
         (staging / "random_model.json").write_text(json.dumps({"builder": BUILDER_VERSION, "key": key,
                                                                "random_weights": True, "seed": 0}) + "\n")
-        staging.rename(directory)
-    except OSError:
-        if _key_of(directory) != key:  # not another process having finished the same build first
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+
+    return build_once(directory, build_and_stamp)
 
 
 def _random_weights(auto_class, config, device: str):

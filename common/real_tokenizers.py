@@ -4,7 +4,7 @@ Each family in FAMILIES has a folder in fixtures/tokenizers/ holding the hub rep
 config.json and generation_config.json, and tokenizer_skeleton.json: the hub's tokenizer.json with its vocabulary
 left out. The vocabularies, shared between families, are in fixtures/tokenizers/vocab/ (copied out of llama.cpp's
 vocab GGUFs by scripts/convert_vocab_fixtures.py). tokenizer_dir() puts them back together into a folder that looks
-like the hub repo's tokenizer files; tiny_model_dir() adds random weights of the family's real architecture.
+like the hub repo's tokenizer files; build_tiny_family_model() adds random weights of the family's real architecture.
 
 `AutoTokenizer.from_pretrained` on such a folder behaves as on a download of the hub repo, bugs included: on the
 pinned transformers 5.17 the DeepSeek families, whose tokenizer_config.json says LlamaTokenizerFast over a byte-level
@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from common.tiny_model import cache_key, cache_root
+from common.tiny_model import build_once, cache_key, cache_root
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "tokenizers"
@@ -82,23 +82,6 @@ def tokenizer_json(family: str) -> dict:
     return skeleton
 
 
-def _build(directory: Path, build) -> Path:
-    """Run build(staging), then rename staging to directory: a half-built folder is never found under that name."""
-    if directory.exists():
-        return directory
-    staging = directory.parent / f".building-{directory.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    build(staging)
-    try:
-        staging.rename(directory)  # atomic
-    except OSError:
-        if not directory.exists():  # the error is not another process having finished first
-            raise
-        shutil.rmtree(staging)
-    return directory
-
-
 def tokenizer_dir(family: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return a folder with the family's tokenizer.json, tokenizer_config.json, config.json and
     generation_config.json (where the hub has one), as the hub repo has them."""
@@ -112,10 +95,10 @@ def tokenizer_dir(family: str, cache_dir: str | os.PathLike | None = None) -> Pa
             if path.name in HUB_FILES:
                 shutil.copyfile(path, staging / path.name)
 
-    return _build(directory, build)
+    return build_once(directory, build)
 
 
-def tiny_model_dir(family: str, cache_dir: str | os.PathLike | None = None) -> Path:
+def build_tiny_family_model(family: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return tokenizer_dir's files plus random float32 weights (seed 0) of the family's real
     architecture at tiny size; it loads with AutoModelForCausalLM and with Unsloth's FastLanguageModel."""
     shape = {**TINY_SHAPE, **TINY_SHAPE_OVERRIDES.get(family, {})}
@@ -137,4 +120,4 @@ def tiny_model_dir(family: str, cache_dir: str | os.PathLike | None = None) -> P
         else:
             (staging / "generation_config.json").unlink(missing_ok=True)
 
-    return _build(directory, build)
+    return build_once(directory, build)

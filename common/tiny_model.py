@@ -30,7 +30,7 @@ VOCAB_SIZE = 4000
 BUILD_PACKAGES = ("torch", "transformers", "tokenizers", "sentencepiece")  # what writes the cached files
 
 
-def _corpus() -> list[str]:
+def corpus() -> list[str]:
     """Every string of the bundled training data, in a fixed order."""
     texts = [BASE_TEXT]
     for rel in CORPUS_FILES:
@@ -39,22 +39,22 @@ def _corpus() -> list[str]:
             continue
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                texts.extend(_strings(json.loads(line)))
+                texts.extend(strings(json.loads(line)))
     return texts
 
 
-def _strings(value):
+def strings(value):
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _strings(v)
+            yield from strings(v)
     elif isinstance(value, list):
         for v in value:
-            yield from _strings(v)
+            yield from strings(v)
 
 
-def _train_sentencepiece(texts: list[str], chat_format: str) -> bytes:
+def train_sentencepiece(texts: list[str], chat_format: str) -> bytes:
     import sentencepiece as spm
 
     special = SPECIAL_TOKENS[chat_format]
@@ -74,7 +74,7 @@ def _train_sentencepiece(texts: list[str], chat_format: str) -> bytes:
     return model.getvalue()
 
 
-def _write_tokenizer(directory: Path, sp_model: bytes, chat_format: str):
+def write_tokenizer(directory: Path, sp_model: bytes, chat_format: str):
     from tokenizers import Regex, decoders
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -108,6 +108,29 @@ def cache_root(cache_dir=None) -> Path:
                 or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "one-gpu-recipes")
 
 
+def build_once(directory: Path, build) -> Path:
+    """`directory`, built first if it is not there: build(staging) fills a staging folder of this process beside it,
+    which is then renamed to `directory` (one rename: a half-built folder is never found under the final name). Two
+    processes building the same folder at once: the first rename wins and the other's staging is deleted (the builds
+    are deterministic: the same files). Any other failure is raised and leaves no staging folder behind. Every cached
+    build in common/ and scripts/ is made this way."""
+    if directory.exists():
+        return directory
+    staging = directory.parent / f".building-{directory.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        build(staging)
+        try:
+            staging.rename(directory)
+        except OSError:
+            if not directory.exists():  # not another process having finished the same build first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
 def cache_key(*values, files=()) -> str:
     """The 12 hex digits that name a cached build: a sha256 of everything that shapes it. `values` go in as JSON
     (BUILDER_VERSION, shapes, chat templates, texts); `files` are read whole (the builder modules' own source, the
@@ -125,7 +148,7 @@ def cache_key(*values, files=()) -> str:
 def tiny_model_key(chat_format: str) -> str:
     """The key of the tiny model for `chat_format`: its special tokens and chat template, the bundled texts, the shape
     and this module's source."""
-    return cache_key(BUILDER_VERSION, chat_format, SPECIAL_TOKENS[chat_format], MODEL_SHAPE, VOCAB_SIZE, _corpus(),
+    return cache_key(BUILDER_VERSION, chat_format, SPECIAL_TOKENS[chat_format], MODEL_SHAPE, VOCAB_SIZE, corpus(),
                      files=[__file__])
 
 
@@ -135,22 +158,18 @@ def tiny_model_path(chat_format: str = "deepseek", cache_dir: str | os.PathLike 
         raise ValueError(f"unknown chat format {chat_format!r}; choose one of {sorted(SPECIAL_TOKENS)}")
     root = cache_root(cache_dir)
     directory = root / f"tiny-{chat_format}-{tiny_model_key(chat_format)}"
-    if (directory / "model.safetensors").exists():
-        return directory
 
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    def build(staging: Path):
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
 
-    staging = root / f".building-{directory.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    tokenizer = _write_tokenizer(staging, _train_sentencepiece(_corpus(), chat_format), chat_format)
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=False, rope_theta=10000.0, torch_dtype="float32", **MODEL_SHAPE)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(staging)
-    staging.rename(directory)  # atomic: a half-built model is never found under the final name
-    return directory
+        tokenizer = write_tokenizer(staging, train_sentencepiece(corpus(), chat_format), chat_format)
+        config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             tie_word_embeddings=False, rope_theta=10000.0, torch_dtype="float32", **MODEL_SHAPE)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(staging)
+
+    return build_once(directory, build)

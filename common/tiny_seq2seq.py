@@ -11,10 +11,9 @@ text, as T5's does. Deterministic and cached next to the other tiny models (TINY
 """
 import io
 import os
-import shutil
 from pathlib import Path
 
-from common.tiny_model import _corpus, cache_key, cache_root
+from common.tiny_model import build_once, cache_key, cache_root, corpus
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 MODEL_SHAPE = dict(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4,
@@ -65,31 +64,22 @@ def _write_tokenizer(directory: Path, sp_model: bytes):
 
 def tiny_seq2seq_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return the directory of the tiny mT5 model and its tokenizer."""
-    texts = _corpus()
+    texts = corpus()
     key = cache_key(BUILDER_VERSION, MODEL_SHAPE, VOCAB_SIZE, texts, files=[__file__])  # this file: the builder
     root = cache_root(cache_dir)
     directory = root / f"tiny-mt5-{key}"
-    if (directory / "model.safetensors").exists():
-        return directory
 
-    import torch
-    from transformers import MT5Config, MT5ForConditionalGeneration
+    def build(staging: Path):
+        import torch
+        from transformers import MT5Config, MT5ForConditionalGeneration
 
-    staging = root / f".building-{directory.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    tokenizer = _write_tokenizer(staging, _train_unigram(texts))
-    config = MT5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                       torch_dtype="float32", **MODEL_SHAPE)
-    torch.manual_seed(0)
-    model = MT5ForConditionalGeneration(config)
-    with torch.no_grad():  # T5 initialises the embedding (tied to lm_head) with std 1: random logits then have std
-        model.shared.weight.mul_(config.d_model ** -0.5)  # sqrt(d_model) and the loss starts near 66; scaled, near 9
-    model.save_pretrained(staging)
-    try:
-        staging.rename(directory)  # atomic: a half-built model is never found under the final name
-    except OSError:  # another process finished the same build first
-        if not (directory / "model.safetensors").exists():
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+        tokenizer = _write_tokenizer(staging, _train_unigram(texts))
+        config = MT5Config(vocab_size=len(tokenizer), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                           torch_dtype="float32", **MODEL_SHAPE)
+        torch.manual_seed(0)
+        model = MT5ForConditionalGeneration(config)
+        with torch.no_grad():  # T5 initialises the embedding (tied to lm_head) with std 1: random logits then have std
+            model.shared.weight.mul_(config.d_model ** -0.5)  # sqrt(d_model), the loss starts near 66; scaled, near 9
+        model.save_pretrained(staging)
+
+    return build_once(directory, build)

@@ -9,13 +9,12 @@ the text tiny models (TINY_MODEL_CACHE moves them).
 """
 import json
 import os
-import shutil
 from pathlib import Path
 
 from common.chat_templates import SPECIAL_TOKENS
 from common import tiny_model
-from common.tiny_model import (PROJECT_ROOT, _corpus, _strings, _train_sentencepiece, _write_tokenizer, cache_key,
-                               cache_root)
+from common.tiny_model import (PROJECT_ROOT, build_once, cache_key, cache_root, corpus, strings, train_sentencepiece,
+                               write_tokenizer)
 from common.vision import IMAGE_TOKEN
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
@@ -68,54 +67,47 @@ def _vision_corpus() -> list[str]:
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
-                    texts.extend(s for s in _strings(json.loads(line)) if not s.endswith(".png") and s not in
+                    texts.extend(s for s in strings(json.loads(line)) if not s.endswith(".png") and s not in
                                  ("image", "text", "user", "assistant"))
     return texts
 
 
 def tiny_vision_model_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return the directory of the tiny Mllama model and its processor."""
-    texts = _corpus() + _vision_corpus()
+    texts = corpus() + _vision_corpus()
     # The tokenizer is tiny_model.py's, built with Llama-3's special tokens: that file and those tokens are inputs too.
     key = cache_key(BUILDER_VERSION, TEXT_SHAPE, VISION_SHAPE, LLAMA32_VISION_TEMPLATE, SPECIAL_TOKENS["llama3"],
                     IMAGE_TOKEN, texts, files=[__file__, tiny_model.__file__])
     root = cache_root(cache_dir)
     directory = root / f"tiny-mllama-{key}"
-    if (directory / "model.safetensors").exists():
-        return directory
 
-    import torch
-    from transformers import (AutoTokenizer, MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessor,
-                              MllamaProcessor)
+    def build(staging: Path):
+        import torch
+        from transformers import (AutoTokenizer, MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessor,
+                                  MllamaProcessor)
 
-    staging = root / f".building-{directory.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    _write_tokenizer(staging, _train_sentencepiece(texts, "llama3"), "llama3")
-    tokenizer = AutoTokenizer.from_pretrained(staging)
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS["llama3"]["extra"] + [IMAGE_TOKEN]})
-    tokenizer.chat_template = LLAMA32_VISION_TEMPLATE
-    image_processor = MllamaImageProcessor(size={"height": VISION_SHAPE["image_size"],
-                                                 "width": VISION_SHAPE["image_size"]},
-                                           max_image_tiles=VISION_SHAPE["max_num_tiles"])
-    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                chat_template=LLAMA32_VISION_TEMPLATE)
-    # tokenizer.json holds the whole vocabulary; the SentencePiece file lacks <|image|>, so it would disagree.
-    (staging / "tokenizer.model").unlink(missing_ok=True)
-    processor.save_pretrained(staging)
+        write_tokenizer(staging, train_sentencepiece(texts, "llama3"), "llama3")
+        tokenizer = AutoTokenizer.from_pretrained(staging)
+        tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS["llama3"]["extra"] + [IMAGE_TOKEN]})
+        tokenizer.chat_template = LLAMA32_VISION_TEMPLATE
+        image_processor = MllamaImageProcessor(size={"height": VISION_SHAPE["image_size"],
+                                                     "width": VISION_SHAPE["image_size"]},
+                                               max_image_tiles=VISION_SHAPE["max_num_tiles"])
+        processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                    chat_template=LLAMA32_VISION_TEMPLATE)
+        # tokenizer.json holds the whole vocabulary; the SentencePiece file lacks <|image|>, so it would disagree.
+        (staging / "tokenizer.model").unlink(missing_ok=True)
+        processor.save_pretrained(staging)
 
-    config = MllamaConfig(
-        vision_config=dict(**VISION_SHAPE),
-        text_config=dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TEXT_SHAPE),
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), torch_dtype="float32")
-    torch.manual_seed(0)
-    model = MllamaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(staging)
-    try:
-        staging.rename(directory)  # atomic: a half-built model is never found under the final name
-    except OSError:  # another process finished the same build first: its files are the same
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+        config = MllamaConfig(
+            vision_config=dict(**VISION_SHAPE),
+            text_config=dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TEXT_SHAPE),
+            image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), torch_dtype="float32")
+        torch.manual_seed(0)
+        model = MllamaForConditionalGeneration(config)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.save_pretrained(staging)
+
+    return build_once(directory, build)

@@ -12,7 +12,7 @@ bar charts, written words, Chinese numerals; questions in English and Chinese), 
 image paths relative to the data file; a missing or unreadable image stops the run naming the file and line.
 Labels: each answer and its <|eot_id|>; never the <|image|> token, the question or the assistant header.
 Backend: Unsloth FastVisionModel on a GPU; on a CPU (FastVisionModel needs CUDA) transformers + PEFT with the
-same LoRA layers (common/backend.py chooses and the run prints which), in float32, or with --load-in-4bit in nf4
+same LoRA layers (common/vision_backend.py chooses and the run prints which), in float32, or with --load-in-4bit in nf4
 through bitsandbytes' CPU backend (less memory, not faster: the tiny Mllama trains about half as fast).
 GPU memory: a reference measured by someone else (not this recipe) on one H100, with a random-weight model of the
 11B Vision shape, 560-pixel images, batch 2 x 4 accumulation, r=16, all four switches on: Unsloth FastVisionModel
@@ -44,7 +44,7 @@ import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from common.backend import (UNSLOTH, add_vision_lora, check_vision_switches, float32_adapter, for_inference,
+from common.vision_backend import (UNSLOTH, add_vision_lora, check_vision_switches, float32_adapter, for_inference,
                             for_training, load_vision_model, vision_backend)
 from common.config import AutoSwitch, parse_config
 from common.data import held_out_overlap, load_conversations

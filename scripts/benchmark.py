@@ -65,27 +65,26 @@ def random_model_dir(arch: str) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from common.tiny_model import tiny_model_path
+    from common.tiny_model import build_once, cache_key, cache_root, tiny_model_path
 
     if arch == "tiny":
         return tiny_model_path("llama3")
-    root = Path(os.environ.get("TINY_MODEL_CACHE") or Path.home() / ".cache" / "one-gpu-recipes")
-    directory = root / f"random-{arch}"
-    if (directory / "config.json").exists():
-        return directory
-    print(f"building a random-weight {arch} from benchmarks/configs/{arch}.json (once; cached in {directory})",
-          flush=True)
-    config = AutoConfig.from_pretrained(str(ROOT / "benchmarks" / "configs" / f"{arch}.json"))
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    staging = root / f".building-{directory.name}-{os.getpid()}"
-    model.save_pretrained(staging)
+    config_file = ROOT / "benchmarks" / "configs" / f"{arch}.json"
     tokenizer_dir = tiny_model_path("llama3")  # token ids are random: any tokenizer of the chat format will do
-    for name in os.listdir(tokenizer_dir):
-        if name.startswith(("tokenizer", "special_tokens")):
-            shutil.copy(tokenizer_dir / name, staging / name)
-    staging.rename(directory)
-    return directory
+    # keyed by the config file and the tokenizer's own build (its folder name is its key)
+    directory = cache_root() / f"random-{arch}-{cache_key(arch, tokenizer_dir.name, files=[config_file])}"
+
+    def build(staging: Path):
+        print(f"building a random-weight {arch} from benchmarks/configs/{arch}.json (once; cached in {directory})",
+              flush=True)
+        config = AutoConfig.from_pretrained(str(config_file))
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(staging)
+        for name in os.listdir(tokenizer_dir):
+            if name.startswith(("tokenizer", "special_tokens")):
+                shutil.copy(tokenizer_dir / name, staging / name)
+
+    return build_once(directory, build)
 
 
 def build_examples(lengths: str, seq: int, vocab: int, count: int, seed: int) -> list[dict]:

@@ -42,11 +42,11 @@ is listed at the end of --help): core; deepseek (recipe-deepseek, t4-deepseek); 
 t4-llama); speed; vision (recipe-vision, t4-vision); r1-qwen (recipe-r1-qwen, export-4bit). Parts and single check
 ids work with --only too.
 
---device cpu runs the same on tiny shapes (each recipe's --model tiny, common.real_tokenizers.tiny_model_dir for the
-real tokenizers), in 4-bit as on a GPU (bitsandbytes' CPU backend; Unsloth's CPU fallback loads Linear4bit layers):
-the recipe runs pass --load-in-4bit, the core runs and the speed runs train nf4 weights, and the export merges a 4-bit
-run into its 16-bit base. What a CPU cannot check (padding-free batches, GPU memory, the speed targets, T4 mode, a
-NAME-bnb-4bit checkpoint) says "not applicable on CPU". The CPU run reuses what it can: core-recipe is
+--device cpu runs the same on tiny shapes (each recipe's --model tiny, common.real_tokenizers.build_tiny_family_model
+for the real tokenizers), in 4-bit as on a GPU (bitsandbytes' CPU backend; Unsloth's CPU fallback loads Linear4bit
+layers): the recipe runs pass --load-in-4bit, the core runs and the speed runs train nf4 weights, and the export
+merges a 4-bit run into its 16-bit base. What a CPU cannot check (padding-free batches, GPU memory, the speed targets,
+T4 mode, a NAME-bnb-4bit checkpoint) says "not applicable on CPU". The CPU run reuses what it can: core-recipe is
 recipe-deepseek's run, and the export exports it; its subprocesses run one thread each (OMP_NUM_THREADS=1 unless set).
 Every part writes its rows into results.json as it finishes (a run cut short keeps what it did); an error in one
 check is recorded and the next one runs. Exit code 0 when every check passed, 1 when one failed, 2 for a bad argument.
@@ -74,7 +74,7 @@ sys.path.insert(0, str(ROOT))
 
 from common.errors import UserError, report_user_errors  # noqa: E402
 from common.memory_plan import CONTEXT_GIB, GPUS  # noqa: E402
-from common.output_dir import dir_size  # noqa: E402
+from common.export_out import dir_size  # noqa: E402
 
 PARTS = {"core": "0. Core: the DeepSeek recipe in 4-bit beside raw Unsloth and HF + PEFT",
          "recipes": "1. Every recipe end to end", "t4": "2. T4 mode (fp16, SDPA, 15 GB)",
@@ -275,8 +275,8 @@ class Context:
             return self.models[group]
         if self.cpu:
             if group == "r1-qwen":
-                from common.real_tokenizers import tiny_model_dir
-                self.models[group] = str(tiny_model_dir(MODELS[group][1], self.cache))
+                from common.real_tokenizers import build_tiny_family_model
+                self.models[group] = str(build_tiny_family_model(MODELS[group][1], self.cache))
             else:
                 self.models[group] = "tiny"
             return self.models[group]
@@ -1126,9 +1126,9 @@ def report_markdown(results: dict) -> str:
                          "on disk" + (", deleted after use" if b.get("deleted_after_use") else ""))
     if any(run["device"] == "cpu" for run in meta["runs"]):
         lines += ["", "On a CPU each check runs a tiny model of its family (each recipe's `--model tiny`, or "
-                  "`common.real_tokenizers.tiny_model_dir`) in 4-bit (bitsandbytes nf4 weights, float32 compute) "
-                  "instead of the real shape its title names: it shows the script and the recipes' 4-bit path work, "
-                  "not what a GPU measures."]
+                  "`common.real_tokenizers.build_tiny_family_model`) in 4-bit (bitsandbytes nf4 weights, float32 "
+                  "compute) instead of the real shape its title names: it shows the script and the recipes' 4-bit "
+                  "path work, not what a GPU measures."]
     rows = results["checks"]
     counts = {s: sum(r["status"] == s for r in rows.values()) for s in ("pass", "fail", "error", "skipped", "n/a")}
     lines += ["", "## Summary", "", " · ".join(f"{v} {k}" for k, v in counts.items() if v), "",

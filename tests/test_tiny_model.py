@@ -134,3 +134,39 @@ def test_a_random_model_built_from_other_inputs_is_rebuilt(tmp_path):
     assert _build(directory, "key-b", build) == directory and len(builds) == 2  # an input changed: built again
     assert json.loads((directory / "random_model.json").read_text())["key"] == "key-b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["random-arch-family"]  # nothing stale or half-built left
+
+
+def _build_slowly(staging):
+    import os
+    import time
+    (staging / "made_by").write_text(str(os.getpid()))
+    time.sleep(0.5)
+
+
+def _build_once_in_a_process(directory):
+    from common.tiny_model import build_once
+    return str(build_once(directory, _build_slowly))
+
+
+def test_build_once_two_processes_at_once_and_a_failed_build(tmp_path):
+    """Every cached build goes through build_once: two processes building the same folder at once both get it, whole
+    (one of the two builds), and no staging folder is left; a build that fails leaves nothing under the final name."""
+    import multiprocessing
+
+    import pytest
+
+    from common.tiny_model import build_once
+
+    target = tmp_path / "model"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert pool.map(_build_once_in_a_process, [target, target]) == [str(target)] * 2
+    assert (target / "made_by").read_text().isdigit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+    def fails(staging):
+        (staging / "half").write_text("x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_once(tmp_path / "broken", fails)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -196,7 +196,7 @@ def test_show_labels_marks_answers_and_shows_the_image(capsys):
 SWITCHES = """
 import json, sys
 from transformers import AutoModelForImageTextToText
-from common.backend import TRANSFORMERS, add_vision_lora, check_vision_switches
+from common.vision_backend import TRANSFORMERS, add_vision_lora, check_vision_switches
 from common.errors import UserError
 from common.tiny_vision import tiny_vision_model_path
 result = {}
