@@ -1,8 +1,10 @@
 """Files and folders that appear complete or not at all.
 
-Everything an export writes goes first to a temporary name in the same folder (so the final rename is atomic on
-every file system) and is renamed when complete: a failed or killed step leaves nothing under the final name, and
-the next export removes what a killed one left behind.
+Everything an export writes goes first to a temporary name in the same folder and is renamed when complete: a
+failed or killed step leaves nothing under the final name, and the next export removes what a killed one left
+behind. The rename is atomic on a local POSIX file system; FUSE mounts (Colab's Google Drive) need not make it so.
+Replacing an existing output (--overwrite) deletes it before the rename: a step killed between the two leaves
+neither the old output nor the new one, never a half-written one.
 """
 import json
 import os

@@ -1,5 +1,6 @@
-"""Ollama Modelfiles: a TEMPLATE (Go text/template, Ollama's engine) that renders a conversation exactly as the
-run's chat template does, BOS aside (llama.cpp and Ollama add it: the GGUF's add_bos_token), with the
+"""Ollama Modelfiles: a TEMPLATE (Go text/template, Ollama's engine) that renders a conversation as the run's chat
+template does, BOS aside (llama.cpp and Ollama add it: the GGUF's add_bos_token), and token for token except where
+a Go template cannot follow (Llama-3's template trims each message's white space; export says so), with the
 generation prompt at the end, and `PARAMETER stop` on the family's end-of-turn and header tokens.
 
 Each TEMPLATE is checked at export time on the run's held-out conversations and a few probes (with and
