@@ -280,13 +280,13 @@ def test_vision_model_merges_to_16bit_with_its_vision_tower(vision_run):
 
 
 def test_disk_space_is_checked_before_merging(exported, tmp_path, monkeypatch):
-    from common import output_dir
+    from common import export_out
     from common.errors import UserError
     from common.export import export_run
     from common.merge import count_parameters, tokenizer_bytes
 
     run_dir, _, _ = exported
-    monkeypatch.setattr(output_dir.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
+    monkeypatch.setattr(export_out.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
     with pytest.raises(UserError, match=r"not enough disk space on the disk mounted at /\S*( \(\S+\))?, for .*out: "
                                         r"the export needs about (\d\.\d) MB \(merged16 \2 MB\) and 0\.0 MB is "
                                         r"free; .* --out") as refused:
