@@ -96,8 +96,8 @@ def check_gguf_loads(path: Path, expect: LoadExpectation, shown_as: Path) -> dic
                   if "error loading model:" in line]
         if problem and problem.startswith("llama.cpp cannot load it") and reason:
             problem = f"llama.cpp cannot load it ({reason[-1]})"
-    if problem and ("crashed" in problem or "cannot load it" in problem):
-        try:  # the cause the file shows, if it shows one
+    if result.returncode < 0 or (problem or "").startswith("llama.cpp cannot load it"):
+        try:  # llama.cpp did not load it: the cause the file shows, if it shows one
             problem = vocabulary_problem(path, expect.n_vocab) or problem
         except Exception:  # noqa: BLE001 - a file the GGUF reader cannot parse either: llama.cpp's words stand
             pass

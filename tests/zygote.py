@@ -61,8 +61,7 @@ def child(request: dict, fds: list[int], keep_closed: list) -> None:
     env = request["env"]
     os.environ.clear()
     os.environ.update(env)
-    unbuffered = bool(env.get("PYTHONUNBUFFERED"))
-    if unbuffered:
+    if env.get("PYTHONUNBUFFERED"):
         sys.stdout.reconfigure(write_through=True)
         sys.stderr.reconfigure(write_through=True)
     if env.get("OMP_NUM_THREADS", "").isdigit() and "torch" in sys.modules:

@@ -32,8 +32,8 @@ def flavour(args) -> str:
 
 
 def main(args):
-    if not args or (args[0].startswith("-") and args[0] not in ("-c", "-m")) or len(args) < 2 and args[0] in ("-c",
-                                                                                                             "-m"):
+    runnable = bool(args) and (not args[0].startswith("-") or (args[0] in ("-c", "-m") and len(args) > 1))
+    if not runnable:  # another interpreter option, or none: the real interpreter handles it
         real_python(args)
     path = os.environ.get(f"ZYGOTE_SOCKET_{flavour(args).upper()}")
     try:
