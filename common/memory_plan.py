@@ -83,7 +83,7 @@ def load_config(model: str):
     from transformers import AutoConfig
 
     if model == "tiny":
-        from common.tiny_model import tiny_model_path
+        from common.tiny.llama import tiny_model_path
         model = str(tiny_model_path("llama3"))
     path = Path(model)
     if path.is_dir() and not (path / "config.json").exists():

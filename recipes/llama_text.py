@@ -48,8 +48,7 @@ from common.data import held_out_overlap, load_conversations
 from common.distributed import ShardRecorder, from_main, start_processes
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
-from common.export import export_run
-from common.export_request import check_export_request
+from common.export import check_export_request, export_run
 from common.hub import check_model_available
 from common.labels import build_dataset, opens_think_block
 from common.loss_plot import save_loss_plot
@@ -59,7 +58,7 @@ from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_
 from common.memory_plan import model_shape_of, plan_memory
 from common.preflight import preflight
 from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
-from common.tiny_model import tiny_model_path
+from common.tiny.llama import tiny_model_path
 from common.timing import StepTimer
 from common.tokenizer import check_tokenizer, load_tokenizer
 from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_disk_for_checkpoints,

@@ -50,8 +50,7 @@ from common.config import AutoSwitch, parse_config
 from common.data import held_out_overlap, load_conversations
 from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
-from common.export import export_run
-from common.export_request import check_export_request
+from common.export import check_export_request, export_run
 from common.hub import check_model_available
 from common.labels import build_dataset
 from common.lora import check_lora_options
@@ -59,7 +58,7 @@ from common.loss_plot import save_loss_plot
 from common.memory_plan import model_shape_of, plan_memory
 from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
 from common.timing import StepTimer
-from common.tiny_vision import tiny_vision_model_path
+from common.tiny.vision import tiny_vision_model_path
 from common.tokenizer import check_tokenizer, save_tokenizer
 from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_disk_for_checkpoints,
                                  check_training_options, disk_full_is_an_error)

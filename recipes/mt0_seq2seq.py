@@ -46,9 +46,8 @@ from transformers import (AutoModelForSeq2SeqLM, AutoTokenizer, BitsAndBytesConf
 from common.config import AutoSwitch, parse_config
 from common.data import held_out_overlap, load_conversations
 from common.errors import UserError, report_user_errors
-from common.export import export_run
+from common.export import check_export_request, export_run
 from common.four_bit import unpacked_cpu_4bit
-from common.export_request import check_export_request
 from common.hub import check_model_available
 from common.lora import check_lora_options
 from common.loss_plot import save_loss_plot
@@ -58,7 +57,7 @@ from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_c
 from common.seq2seq import (compare_seq2seq_replies, padding_share, resolve_t5_targets, run_comparison, seq2seq_outline,
                             tokenize_pairs)
 from common.timing import StepTimer
-from common.tiny_seq2seq import tiny_seq2seq_path
+from common.tiny.seq2seq import tiny_seq2seq_path
 from common.train_checks import (SAVE_TOTAL_LIMIT, Scheduler, check_disk_for_checkpoints, check_training_options,
                                  disk_full_is_an_error)
 

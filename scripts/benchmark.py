@@ -22,13 +22,13 @@ and trains nf4 too, more slowly than float32 there); --no-load-in-4bit: 16-bit o
 --lengths real:  the examples of datasets/chat_multiturn/train.jsonl with exact assistant-only labels (the tiny
                  model's tokenizer); for a big arch, lengths and label masks are scaled so the longest is
                  --max-seq-length.
---examples FILE: a JSON list of {"input_ids", "labels"} instead (scripts/recipe_probe.py --dump-train writes a
+--examples FILE: a JSON list of {"input_ids", "labels"} instead (dev/recipe_probe.py --dump-train writes a
                  recipe's own prepared train set): every run gets all of them, so it trains on what the recipe did.
 Reports the median step time after --warmup steps, tokens/s (all real tokens, and trained tokens), peak memory
 (GPU reserved; on a CPU, the process's peak RSS), MFU against the GPU's dense 16-bit peak (LoRA: 4 x matmul
 parameters per token + causal attention; the recompute of gradient checkpointing is not counted) and the first
 losses, which must agree. Writes OUT/results.json and OUT/table.md (OUT is --out).
---model-dir DIR times a model directory already built (random weights of ARCH's shape; scripts/gpu_check.py passes
+--model-dir DIR times a model directory already built (random weights of ARCH's shape; dev/gpu_check.py passes
 the one it built) instead of building ARCH into the cache.
 """
 import argparse
@@ -65,7 +65,8 @@ def random_model_dir(arch: str) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from common.tiny_model import build_once, cache_key, cache_root, tiny_model_path
+    from common.tiny.cache import build_once, cache_key, cache_root
+    from common.tiny.llama import tiny_model_path
 
     if arch == "tiny":
         return tiny_model_path("llama3")
@@ -101,7 +102,7 @@ def build_examples(lengths: str, seq: int, vocab: int, count: int, seed: int) ->
 
     from common.data import load_conversations
     from common.labels import build_dataset
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path("llama3"))
     conversations = load_conversations(ROOT / "datasets" / "chat_multiturn" / "train.jsonl").conversations

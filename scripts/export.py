@@ -17,8 +17,7 @@ import argparse
 import sys
 
 from common.errors import report_user_errors
-from common.export import QUANTS, TARGETS, export_run
-from common.export_request import export_target
+from common.export import QUANTS, TARGETS, export_run, export_target
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ def main(argv=None):
 
     name = args.model
     if name in ("tiny", "tiny-llama3"):
-        from common.tiny_model import tiny_model_path
+        from common.tiny.llama import tiny_model_path
         name = str(tiny_model_path("llama3" if name == "tiny-llama3" else "deepseek"))
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
 

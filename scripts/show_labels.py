@@ -32,8 +32,8 @@ def model_tokenizer(model: str, vision: bool = False, log=print):
     from transformers import AutoProcessor
 
     if model == "tiny":
-        from common.tiny_model import tiny_model_path
-        from common.tiny_vision import tiny_vision_model_path
+        from common.tiny.llama import tiny_model_path
+        from common.tiny.vision import tiny_vision_model_path
         model = str(tiny_vision_model_path() if vision else tiny_model_path("deepseek"))
     check_model_available(model)
     try:

@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def tiny_tokenizer():
     from transformers import AutoTokenizer
 
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
     return AutoTokenizer.from_pretrained(tiny_model_path("deepseek"))
 
 
@@ -28,7 +28,7 @@ def tiny_tokenizer():
 def tiny_llama3_tokenizer():
     from transformers import AutoTokenizer
 
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
     return AutoTokenizer.from_pretrained(tiny_model_path("llama3"))
 
 

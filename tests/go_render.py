@@ -1,5 +1,6 @@
 """Ollama TEMPLATEs rendered by Go's own text/template (tests/ollama_render/main.go, set up as Ollama sets it up),
-when a Go toolchain is installed (`apt-get install golang-go`); the tests pass without it, on common.go_template."""
+when a Go toolchain is installed (`apt-get install golang-go`); the tests pass without it, on
+common.export.go_template."""
 import json
 import shutil
 import subprocess

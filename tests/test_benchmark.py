@@ -84,7 +84,7 @@ def test_planned_lora_parameters_are_what_peft_creates():
     from transformers import AutoModelForCausalLM
 
     from common.memory_plan import model_shape_of
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
 
     path = str(tiny_model_path("llama3"))
     shape = model_shape_of(path)

@@ -29,7 +29,7 @@ def make_run(run_dir: Path, chat_format: str, seed: int | None = None) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
 
     base = tiny_model_path(chat_format)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -200,9 +200,9 @@ def test_ollama_template_renders_like_the_chat_template(exported):
     against the chat template in transformers, on held-out and adversarial conversations."""
     from transformers import AutoTokenizer
 
-    from common.export import conversations_of
-    from common.go_template import render
-    from common.modelfile import PROBES, TRIMMED, Format, within_contract
+    from common.export.run import conversations_of
+    from common.export.go_template import render
+    from common.export.modelfile import PROBES, TRIMMED, Format, within_contract
     from go_render import go_binary, render_with_go
 
     run_dir, out, _ = exported
@@ -236,7 +236,7 @@ def vision_run(tmp_path_factory) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessor
 
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
 
     root = tmp_path_factory.mktemp("vision")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path("llama3"))
@@ -280,13 +280,13 @@ def test_vision_model_merges_to_16bit_with_its_vision_tower(vision_run):
 
 
 def test_disk_space_is_checked_before_merging(exported, tmp_path, monkeypatch):
-    from common import export_out
+    from common.export import destination
     from common.errors import UserError
     from common.export import export_run
-    from common.merge import count_parameters, tokenizer_bytes
+    from common.export.merge import count_parameters, tokenizer_bytes
 
     run_dir, _, _ = exported
-    monkeypatch.setattr(export_out.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
+    monkeypatch.setattr(destination.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
     with pytest.raises(UserError, match=r"not enough disk space on the disk mounted at /\S*( \(\S+\))?, for .*out: "
                                         r"the export needs about (\d\.\d) MB \(merged16 \2 MB\) and 0\.0 MB is "
                                         r"free; .* --out") as refused:
@@ -303,7 +303,7 @@ def test_disk_space_is_checked_before_merging(exported, tmp_path, monkeypatch):
 
 def test_failed_conversion_leaves_no_file(tmp_path):
     from common.errors import UserError
-    from common.gguf import convert_to_gguf
+    from common.export.gguf import convert_to_gguf
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -316,7 +316,7 @@ def test_failed_conversion_leaves_no_file(tmp_path):
 
 
 def test_sixteen_bit_twin_of_unsloth_4bit_names():
-    from common.merge import sixteen_bit_base
+    from common.export.merge import sixteen_bit_base
     assert sixteen_bit_base("unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit") == "unsloth/Meta-Llama-3.1-8B-Instruct"
     assert (sixteen_bit_base("unsloth/Llama-3.2-11B-Vision-Instruct-unsloth-bnb-4bit")
             == "unsloth/Llama-3.2-11B-Vision-Instruct")

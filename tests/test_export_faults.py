@@ -56,7 +56,7 @@ def test_a_vocabulary_shorter_than_the_embedding_is_named(tmp_path):
     """What the GGUF reader finds once llama.cpp refused a file: a token list shorter than the embedding."""
     from gguf import GGUFWriter
 
-    from common.gguf import vocabulary_problem
+    from common.export.gguf import vocabulary_problem
 
     path = tmp_path / "short-vocab.gguf"
     writer = GGUFWriter(str(path), "llama")
@@ -186,7 +186,7 @@ def test_disk_full_while_merged16_is_written(merged_run, tmp_path, monkeypatch, 
     ENOSPC OSError, the tokenizers library a plain Exception with the system's words. Before: a traceback."""
     from transformers import PreTrainedModel
 
-    from common import merge
+    from common.export import merge
     from common.errors import UserError
     from common.export import export_run
 
@@ -212,7 +212,7 @@ def test_disk_full_while_merged16_is_written(merged_run, tmp_path, monkeypatch, 
 def test_the_space_estimate_counts_the_tokenizer_model_merged16_gets(merged_run):
     """prepare_tokenizer_for_converter copies the base's tokenizer.model into merged16/ (the run's fast tokenizer
     does not save it); the free-space check left it out."""
-    from common.merge import TOKENIZER_FILES, tokenizer_bytes
+    from common.export.merge import TOKENIZER_FILES, tokenizer_bytes
 
     adapter = merged_run / "adapter"
     base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]

@@ -2,7 +2,7 @@
 import pytest
 
 from common.errors import UserError
-from common.export_request import check_export_request
+from common.export.request import check_export_request
 
 
 def test_possible_requests_pass_and_return_the_gguf_types():

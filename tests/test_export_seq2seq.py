@@ -72,7 +72,7 @@ def test_seq2seq_adapter_and_merged16_export(t5_run):
     inputs = tokenizer(["考试前睡不着怎么办？ What helps?"], return_tensors="pt")
     decoder_ids = torch.tensor([[0, 5, 9, 11]])
     merged_model = AutoModelForSeq2SeqLM.from_pretrained(merged)
-    # T5-family activations overflow float16, so the merged copy stays float32 (see common/merge.py)
+    # T5-family activations overflow float16, so the merged copy stays float32 (see common/export/merge.py)
     assert type(merged_model).__name__ == "T5ForConditionalGeneration" and merged_model.dtype == torch.float32
     base = json.loads((t5_run / "adapter/adapter_config.json").read_text())["base_model_name_or_path"]
     with torch.no_grad():

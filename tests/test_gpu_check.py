@@ -1,5 +1,5 @@
-"""scripts/gpu_check.py on a CPU with the tiny models, so the GPU check cannot rot between the rare GPU runs: every part
-runs and reports, in 4-bit as on a GPU, and what a CPU cannot check says so. And scripts/recipe_probe.py's batch check,
+"""dev/gpu_check.py on a CPU with the tiny models, so the GPU check cannot rot between the rare GPU runs: every part
+runs and reports, in 4-bit as on a GPU, and what a CPU cannot check says so. And dev/recipe_probe.py's batch check,
 on padding-free batches built the way TRL's collator and Unsloth build them on a GPU."""
 import json
 import math
@@ -22,10 +22,10 @@ def cpu_check(tmp_path_factory):
     """`--only core`, then the rest into the same OUT, as runs in parts are made: one report, and the CPU run of
     recipe-deepseek reuses core-recipe's (the same command) instead of training it again."""
     out = tmp_path_factory.mktemp("gpu_check")
-    core = run(["scripts/gpu_check.py", "--out", out, "--device", "cpu", "--only", "core"], timeout=900)
+    core = run(["dev/gpu_check.py", "--out", out, "--device", "cpu", "--only", "core"], timeout=900)
     assert core.returncode == 0, core.stdout[-4000:] + core.stderr[-3000:]
     core_results = json.loads((out / "results.json").read_text())
-    result = run(["scripts/gpu_check.py", "--out", out, "--device", "cpu", "--only", "recipes,t4,speed,export"],
+    result = run(["dev/gpu_check.py", "--out", out, "--device", "cpu", "--only", "recipes,t4,speed,export"],
                  timeout=1500)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text()), (out / "report.md").read_text(), result.stdout, \
@@ -180,7 +180,7 @@ def test_merge_makes_one_report_from_runs_in_parts(cpu_check, tmp_path):
     part = tmp_path / "part.json"
     part.write_text(json.dumps({"meta": {"runs": results["meta"]["runs"]},
                                 "checks": {"speed-fixed": results["checks"]["speed-fixed"]}}))
-    merged = run(["scripts/gpu_check.py", "--out", tmp_path / "merged", "--merge", out / "results.json", part],
+    merged = run(["dev/gpu_check.py", "--out", tmp_path / "merged", "--merge", out / "results.json", part],
                  timeout=120)
     assert merged.returncode == 0, merged.stderr[-2000:]
     again = json.loads((tmp_path / "merged" / "results.json").read_text())
@@ -194,10 +194,10 @@ def test_merge_makes_one_report_from_runs_in_parts(cpu_check, tmp_path):
                                  "parts (core, recipes, t4, speed, export) or checks"),
     (["--max-steps", "0"], "error: --max-steps 0: must be positive"),
     (["--device", "tpu"], "error: argument --device: invalid choice: 'tpu'"),
-    (["--merge", "nothing.json"], "error: --merge nothing.json: not a results.json of scripts/gpu_check.py"),
+    (["--merge", "nothing.json"], "error: --merge nothing.json: not a results.json of dev/gpu_check.py"),
 ])
 def test_a_bad_argument_is_one_line(args, message, tmp_path):
-    result = run(["scripts/gpu_check.py", "--out", tmp_path / "out", *args], timeout=120)
+    result = run(["dev/gpu_check.py", "--out", tmp_path / "out", *args], timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-1000:]
     assert "Traceback" not in result.stderr
@@ -210,7 +210,7 @@ def gpu_check_module():
 
 
 def test_help_lists_every_group_and_part_with_its_planned_time():
-    result = run(["scripts/gpu_check.py", "--help"], timeout=120)
+    result = run(["dev/gpu_check.py", "--help"], timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     gpu_check = gpu_check_module()
     for name in [*gpu_check.GROUPS, *gpu_check.PARTS]:
@@ -245,7 +245,7 @@ def test_only_selects_groups_parts_and_checks():
 
 
 def test_the_offline_wheels_script_is_documented_and_parses():
-    """scripts/offline_wheels.sh (nothing is downloaded here): valid bash, and the docs give its install command."""
+    """dev/offline_wheels.sh (nothing is downloaded here): valid bash, and the docs give its install command."""
     script = ROOT / "scripts" / "offline_wheels.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
@@ -256,7 +256,7 @@ def test_the_offline_wheels_script_is_documented_and_parses():
     assert install in text
     for readme in ("docs/development-and-gpu-checking.md", "docs/zh-CN/development-and-gpu-checking.md"):
         section = (ROOT / readme).read_text()
-        assert "bash scripts/offline_wheels.sh" in section and install in section, readme
+        assert "bash dev/offline_wheels.sh" in section and install in section, readme
 
 
 # ------------------------------------------------------------------ the probe's batch check
@@ -351,7 +351,7 @@ def shrunk(config: dict) -> dict:
 
 @pytest.fixture
 def small_configs(tmp_path, monkeypatch):
-    from common import random_models
+    from dev import random_models
     configs = tmp_path / "configs"
     configs.mkdir()
     for arch in ("llama-3.1-8b", "deepseek-r1-distill-qwen-1.5b", "llama-3.2-11b-vision"):
@@ -389,7 +389,7 @@ def test_the_vision_processor_is_the_real_models(small_configs):
 
     from common.data import load_conversations
     from common.labels import build_dataset
-    from common.tiny_vision import LLAMA32_VISION_TEMPLATE
+    from common.tiny.vision import LLAMA32_VISION_TEMPLATE
     from common.vision import MllamaCollator, build_vision_examples, label_tokenizer, to_vision_messages
     random_models, cache = small_configs
     path = random_models.random_vision_model(cache, device="cpu")
@@ -423,7 +423,7 @@ def fake_gpu_context(tmp_path, monkeypatch):
     sys.path.insert(0, str(ROOT / "scripts"))
     import gpu_check
 
-    from common.real_tokenizers import tokenizer_dir
+    from dev.real_tokenizers import tokenizer_dir
     args = argparse.Namespace(device="cuda", out=tmp_path / "out", work=None, cache=None, keep_models=True,
                               max_steps=None, t4_steps=5, time_limit=None)
     ctx = gpu_check.Context(args)
@@ -530,7 +530,7 @@ def fake_gpu_context(tmp_path, monkeypatch):
 
 def test_gpu_rows_are_built_from_what_the_runs_record(tmp_path, monkeypatch):
     gpu_check, ctx, calls = fake_gpu_context(tmp_path, monkeypatch)
-    results = {"meta": {"runs": [{"started": "now", "argv": ["scripts/gpu_check.py"], "device": "cuda",
+    results = {"meta": {"runs": [{"started": "now", "argv": ["dev/gpu_check.py"], "device": "cuda",
                                   "gpu": ctx.gpu, "versions": {}, "builds": {}}]}, "checks": {}}
     ctx.rows = results["checks"]
     for check in gpu_check.CHECKS:

@@ -46,7 +46,7 @@ def check_loftq_base_is_the_nf4_of_the_original(out):
     import bitsandbytes as bnb
     from safetensors.torch import load_file
 
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
     saved = load_file(out / "loftq_base" / "model.safetensors")
     original = load_4bit(tiny_model_path("llama3"))
     checked = 0

@@ -1,6 +1,6 @@
 """Ollama TEMPLATEs for every chat family a recipe accepts, rendered by our Go-subset renderer (and by Go itself
 when a Go toolchain is installed) and compared with the family's real chat template, rendered by the real
-tokenizer's apply_chat_template (common/real_tokenizers.py: the hub repos' own tokenizer files), on the bundled
+tokenizer's apply_chat_template (dev/real_tokenizers.py: the hub repos' own tokenizer files), on the bundled
 held-out files, tests/data/adversarial.jsonl and the probes, with and without a system prompt, multi-turn."""
 import copy
 import json
@@ -9,10 +9,10 @@ from functools import lru_cache
 
 import pytest
 
-from common.go_template import GoTemplateError, render
-from common.modelfile import (NO_THINKING, PROBES, TRIMMED, checked_format, chat_family, go_render, ollama_format,
-                              pinned_date, renderer, within_contract)
-from common.real_tokenizers import tokenizer_dir
+from common.export.go_template import GoTemplateError, render
+from common.export.modelfile import (NO_THINKING, PROBES, TRIMMED, checked_format, chat_family, go_render,
+                                     ollama_format, pinned_date, renderer, within_contract)
+from dev.real_tokenizers import tokenizer_dir
 from conftest import ROOT
 from go_render import go_binary, render_with_go
 

@@ -228,7 +228,7 @@ BAD_CASES = [
 
 def test_bad_input_is_refused_before_the_model_loads(tmp_path):
     """Each case in one process (the imports once), with from_pretrained made to fail if anything reaches it."""
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "hi", "response": "hello"}\n{"instruction": "hi", "response": ""}\n')

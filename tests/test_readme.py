@@ -15,14 +15,29 @@ from conftest import ROOT
 TEXT_RECIPES = ["recipes/deepseek_multiturn.py", "recipes/llama_text.py"]
 
 
+def module_file(name: str) -> Path:
+    """common.export.run -> common/export/run.py; a package -> its __init__.py."""
+    path = ROOT / name.replace(".", "/")
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+
+
 def common_imports(path) -> set[str]:
-    """The common/ modules `path` imports, at any depth of the file (recipes import some inside functions)."""
+    """The files of the common/ modules `path` imports, at any depth of the file (recipes import some inside
+    functions), relative to the repository: `from common.export import merge` is common/export/__init__.py and
+    common/export/merge.py."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
-            [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-        found |= {name.split(".")[1] for name in names if name.startswith("common.") and name.count(".") == 1}
-    return found
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("common."):
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.startswith("common.")]
+        else:
+            continue
+        for name in names:  # a package's __init__.py runs too
+            parts = name.split(".")
+            found |= {module_file(".".join(parts[:i])) for i in range(2, len(parts) + 1)
+                      if module_file(".".join(parts[:i])).is_file()}
+    return {file.relative_to(ROOT).as_posix() for file in found}
 
 
 def needed_by(recipe: str) -> set[str]:
@@ -30,7 +45,7 @@ def needed_by(recipe: str) -> set[str]:
     while todo:
         module = todo.pop()
         needed.add(module)
-        todo |= common_imports(ROOT / "common" / f"{module}.py") - needed
+        todo |= common_imports(ROOT / module) - needed
     return needed
 
 
@@ -41,14 +56,22 @@ def test_fork_section_lists_the_modules_a_text_recipe_needs_with_their_sizes(rea
     section = section[:section.index("\n## ", 1)]
     sizes = {}
     for row in re.findall(r"^\| (`common/.*?) \| ([\d +]+) \|", section, re.M):  # table rows, "a + b" for two
-        for name, lines in zip(re.findall(r"`common/(\w+)\.py`", row[0]), row[1].split("+")):
+        for name, lines in zip(re.findall(r"`(common/[\w/]+\.py)`", row[0]), row[1].split("+")):
             sizes[name] = int(lines)
-    sizes.update({name: int(lines) for name, lines in re.findall(r"`(?:common/)?(\w+)\.py`\s*[（(](\d+)", section)})
     for name, lines in sizes.items():
-        actual = len((ROOT / "common" / f"{name}.py").read_text(encoding="utf-8").splitlines())
-        assert lines == actual, f"{readme}: common/{name}.py is listed with {lines} lines, it has {actual}"
-    needed = set().union(*(needed_by(recipe) for recipe in TEXT_RECIPES)) - {"__init__"}
+        actual = len((ROOT / name).read_text(encoding="utf-8").splitlines())
+        assert lines == actual, f"{readme}: {name} is listed with {lines} lines, it has {actual}"
+    needed = set().union(*(needed_by(recipe) for recipe in TEXT_RECIPES))
+    needed = {name for name in needed if (ROOT / name).read_text(encoding="utf-8").strip()}  # empty __init__.py
     assert needed <= set(sizes), f"{readme}: a text recipe needs {sorted(needed - set(sizes))}, not listed"
+
+
+def test_a_text_recipe_reaches_no_vision_code_and_only_the_tiny_model_it_uses():
+    for recipe in TEXT_RECIPES:
+        needed = needed_by(recipe)
+        assert not {"common/vision.py", "common/vision_backend.py", "common/seq2seq.py"} & needed, recipe
+        assert {n for n in needed if n.startswith("common/tiny/")} <= {
+            "common/tiny/__init__.py", "common/tiny/llama.py", "common/tiny/cache.py", "common/tiny/chat_templates.py"}
 
 
 # ------------------------------------------------------------------ links between the READMEs and docs/

@@ -31,7 +31,7 @@ BROKEN_BY_TRANSFORMERS = {"deepseek-llm-7b-chat", "deepseek-r1-distill-llama-8b"
 
 @pytest.fixture(scope="module")
 def tokenizers():
-    from common.real_tokenizers import tokenizer_dir
+    from dev.real_tokenizers import tokenizer_dir
     from common.tokenizer import load_tokenizer
     return {family: load_tokenizer(tokenizer_dir(family)) for family in FAMILIES}
 
@@ -49,7 +49,7 @@ def test_the_tokenizer_is_loaded_as_its_tokenizer_json_tokenizes(family, tokeniz
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
-    from common.real_tokenizers import tokenizer_dir
+    from dev.real_tokenizers import tokenizer_dir
     from common.tokenizer import PROBE, check_tokenizer, load_tokenizer
 
     directory = tokenizer_dir(family)
@@ -118,7 +118,7 @@ def test_r1_trains_reasoning_after_the_inference_prompt(family, tokenizers):
 
 @pytest.mark.parametrize("family", R1)
 def test_show_labels_shows_what_is_trained(family):
-    from common.real_tokenizers import tokenizer_dir
+    from dev.real_tokenizers import tokenizer_dir
 
     result = run(["scripts/show_labels.py", REASONING, "--model", tokenizer_dir(family), "--jsonl"])
     assert result.returncode == 0, result.stderr[-2000:]
@@ -129,7 +129,7 @@ def test_show_labels_shows_what_is_trained(family):
 
 def test_templates_that_rewrite_history_are_refused_naming_the_row_and_why():
     from common.data import DataError
-    from common.real_tokenizers import tokenizer_dir
+    from dev.real_tokenizers import tokenizer_dir
     from common.tokenizer import load_tokenizer
 
     data = conversations()
@@ -155,8 +155,8 @@ def ollama_feeds_what_training_rendered(run_dir: Path, family: str):
 
     from llama_cpp import Llama
 
-    from common.export import conversations_of
-    from common.modelfile import PROBES, go_render, pinned_date
+    from common.export.run import conversations_of
+    from common.export.modelfile import PROBES, go_render, pinned_date
     from common.tokenizer import load_tokenizer
 
     gguf = run_dir / "export" / "gguf" / f"{family}-f16.gguf"
@@ -180,7 +180,7 @@ def ollama_feeds_what_training_rendered(run_dir: Path, family: str):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
-    from common.real_tokenizers import build_tiny_family_model
+    from dev.real_tokenizers import build_tiny_family_model
 
     out = tmp_path / family
     # 8 held-out conversations, not 40: the held-out loss is not what is checked here, and --verify's parity takes

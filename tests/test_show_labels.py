@@ -30,7 +30,7 @@ def test_default_view_marks_the_trained_part():
 
 def test_bad_model_or_settings_are_one_line_errors(tmp_path):
     bare = tmp_path / "no-template"
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
     import shutil
     shutil.copytree(tiny_model_path("deepseek"), bare)
     config = bare / "tokenizer_config.json"
@@ -47,7 +47,7 @@ def test_bad_model_or_settings_are_one_line_errors(tmp_path):
 def test_r1_raw_completion_trains_the_reasoning_once(tmp_path, capsys, monkeypatch):
     # R1 writes "REASONING\n</think>\n\nANSWER" after its "<think>\n" prompt; as reply text it would train an empty
     # think block, the reasoning as the reply and a second </think>
-    from common.real_tokenizers import tokenizer_dir
+    from dev.real_tokenizers import tokenizer_dir
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from show_labels import main  # in-process: the tokenizer loads once, no second Python
 

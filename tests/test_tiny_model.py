@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from common.chat_templates import DEEPSEEK_LLM_CHAT, LLAMA31_INSTRUCT, SPECIAL_TOKENS
-from common.tiny_model import tiny_model_key, tiny_model_path
+from common.tiny.chat_templates import DEEPSEEK_LLM_CHAT, LLAMA31_INSTRUCT, SPECIAL_TOKENS
+from common.tiny.llama import tiny_model_key, tiny_model_path
 
 ROUND_TRIP = [
     "hello world",
@@ -112,7 +112,7 @@ def test_a_changed_chat_template_changes_the_cache_key(tmp_path, monkeypatch):
 
 
 def test_a_changed_builder_changes_the_cache_key(tmp_path, monkeypatch):
-    from common import tiny_model
+    from common.tiny import llama as tiny_model
     key = tiny_model_key("deepseek")
     edited = tmp_path / "tiny_model.py"
     edited.write_text(Path(tiny_model.__file__).read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
@@ -121,7 +121,7 @@ def test_a_changed_builder_changes_the_cache_key(tmp_path, monkeypatch):
 
 
 def test_a_random_model_built_from_other_inputs_is_rebuilt(tmp_path):
-    from common.random_models import _build
+    from dev.random_models import _build
     builds = []
 
     def build(staging):
@@ -144,7 +144,7 @@ def _build_slowly(staging):
 
 
 def _build_once_in_a_process(directory):
-    from common.tiny_model import build_once
+    from common.tiny.cache import build_once
     return str(build_once(directory, _build_slowly))
 
 
@@ -155,7 +155,7 @@ def test_build_once_two_processes_at_once_and_a_failed_build(tmp_path):
 
     import pytest
 
-    from common.tiny_model import build_once
+    from common.tiny.cache import build_once
 
     target = tmp_path / "model"
     with multiprocessing.get_context("spawn").Pool(2) as pool:

@@ -26,7 +26,7 @@ torch.save({"batch": batch, "logits": logits}, g["run_dir"] / "probe.pt")
 def tokenizer():
     from transformers import AutoProcessor
 
-    from common.tiny_vision import tiny_vision_model_path
+    from common.tiny.vision import tiny_vision_model_path
     from common.vision import label_tokenizer
     return label_tokenizer(AutoProcessor.from_pretrained(tiny_vision_model_path()))
 
@@ -160,7 +160,7 @@ def test_only_answer_tokens_train(tokenizer):
 def test_collator_keeps_the_labels_and_shows_each_image_after_its_token(tokenizer):
     from transformers import AutoProcessor
 
-    from common.tiny_vision import tiny_vision_model_path
+    from common.tiny.vision import tiny_vision_model_path
     from common.labels import build_dataset
     from common.vision import MllamaCollator, build_vision_examples
 
@@ -198,7 +198,7 @@ import json, sys
 from transformers import AutoModelForImageTextToText
 from common.vision_backend import TRANSFORMERS, add_vision_lora, check_vision_switches
 from common.errors import UserError
-from common.tiny_vision import tiny_vision_model_path
+from common.tiny.vision import tiny_vision_model_path
 result = {}
 for switches in json.loads(sys.argv[1]):
     names = ["finetune_vision_layers", "finetune_language_layers", "finetune_attention_modules", "finetune_mlp_modules"]
@@ -313,7 +313,7 @@ facts = {"layers": layers, "held_out_loss": {"base": base_loss, "tuned": out.los
 def test_tiny_run_in_4bit_on_cpu_trains_saves_and_reloads(tmp_path):
     """--load-in-4bit without a GPU: nf4 through bitsandbytes' CPU backend, LoRA trained on Linear4bit layers, and
     the saved adapter on a freshly quantized base gives the in-memory model's logits. The CPU path on any machine
-    (a GPU would run Unsloth's FastVisionModel: scripts/gpu_check.py checks that)."""
+    (a GPU would run Unsloth's FastVisionModel: dev/gpu_check.py checks that)."""
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 

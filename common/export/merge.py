@@ -4,9 +4,9 @@ import json
 import shutil
 from pathlib import Path
 
-from common.atomic_files import publish, remove, temporary_name
+from common.export.atomic_files import publish, remove, temporary_name
 from common.errors import UserError, is_disk_full
-from common.export_out import disk_name, mount_point, nearest_existing, size_text
+from common.export.destination import disk_name, mount_point, nearest_existing, size_text
 from common.tokenizer import load_tokenizer, save_tokenizer  # as tokenizer.json tokenizes (transformers#45488)
 
 # What a run's tokenizer is saved as; they go into merged16/, and their size counts in the free-space check.
@@ -112,13 +112,14 @@ def how_to_replace(adapter_dir: Path) -> str:
 
 def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
     """PEFT's merge_and_unload on the 16-bit base, saved as safetensors with the run's tokenizer and `record`
-    (export_source.json: which adapter it came from), loaded back once, then renamed to `out`."""
+    (export_source.json: which adapter it came from), loaded back once, then renamed to `out`.
+    Returns the dtype it was stored in and the tokenizer loaded back from it."""
     import torch
     from peft import PeftModel
     from safetensors import SafetensorError
     from transformers import AutoProcessor
 
-    from common.export_source import write_record
+    from common.export.source_record import write_record
 
     config = base_config(base)
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
@@ -146,7 +147,7 @@ def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
         if is_vision(config):  # the image processor comes from the base: a run saves only the tokenizer
             AutoProcessor.from_pretrained(base).image_processor.save_pretrained(tmp)
         prepare_tokenizer_for_converter(tmp, base, tokenizer)
-        check_merged_loads(tmp, tokenizer, shown_as=out)
+        merged_tokenizer = check_merged_loads(tmp, tokenizer, shown_as=out)
         write_record(tmp, record)
         publish(tmp, out)
     except Exception as err:  # the free-space check came first, but something else may have filled the disk since
@@ -160,15 +161,16 @@ def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
                         "under that name; free some space, or write to another disk with --out") from None
     finally:
         remove(tmp)
-    return str(dtype).replace("torch.", "")
+    return str(dtype).replace("torch.", ""), merged_tokenizer
 
 
 def check_merged_loads(merged_dir: Path, run_tokenizer, shown_as: Path):
     """Read merged16/ back as a user will, config and tokenizer (not the weights: that would need the memory
-    twice), and check that its tokenizer encodes as the run's did: what the converter reads is what trained."""
+    twice), and check that its tokenizer encodes as the run's did: what the converter reads is what trained.
+    Returns that tokenizer: the one the GGUF, the Modelfile and --verify are checked against."""
     from transformers import AutoConfig
     try:
-        config = AutoConfig.from_pretrained(merged_dir)
+        AutoConfig.from_pretrained(merged_dir)
         tokenizer = load_tokenizer(merged_dir)
     except (OSError, ValueError) as err:
         raise UserError(f"{shown_as}: transformers cannot read back what was saved ({str(err).splitlines()[0]}); "
@@ -180,7 +182,7 @@ def check_merged_loads(merged_dir: Path, run_tokenizer, shown_as: Path):
             != run_tokenizer(sample, add_special_tokens=False)["input_ids"]):
         raise UserError(f"{shown_as}: the saved tokenizer encodes text differently from the run's adapter/ tokenizer "
                         "it was saved from; nothing was kept under that name (report this: it is a bug)")
-    return config
+    return tokenizer
 
 
 def base_file(base: str, name: str) -> Path | None:

@@ -6,7 +6,7 @@ before any download or training, and export_run refuses the same things before m
 import importlib.util
 
 from common.errors import UserError
-from common.gguf import QUANTS
+from common.export.gguf import QUANTS
 
 TARGETS = ("adapter", "merged16", "gguf")
 FOUR_BIT_MERGE = ("the merge is 16-bit by design: a LoRA merged into 4-bit weights is rounded back onto the 4-bit "

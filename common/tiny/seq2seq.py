@@ -13,7 +13,8 @@ import io
 import os
 from pathlib import Path
 
-from common.tiny_model import build_once, cache_key, cache_root, corpus
+from common.tiny.cache import build_once, cache_key, cache_root
+from common.tiny.llama import corpus
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 MODEL_SHAPE = dict(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_decoder_layers=2, num_heads=4,
@@ -31,7 +32,7 @@ def _train_unigram(texts: list[str]) -> bytes:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=model, model_type="unigram", vocab_size=VOCAB_SIZE,
         hard_vocab_limit=False, character_coverage=0.9995, byte_fallback=True,
-        # Exact round trip, as common/tiny_model.py: no NFKC, every space kept, no dummy "▁" prefix.
+        # Exact round trip, as common/tiny/llama.py: no NFKC, every space kept, no dummy "▁" prefix.
         normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
         allow_whitespace_only_pieces=True, split_digits=True, max_sentence_length=1 << 16,
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece=PAD, eos_piece=EOS, unk_piece=UNK,  # T5's ids, no BOS

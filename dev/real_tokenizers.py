@@ -3,14 +3,14 @@
 Each family in FAMILIES has a folder in fixtures/tokenizers/ holding the hub repo's own tokenizer_config.json,
 config.json and generation_config.json, and tokenizer_skeleton.json: the hub's tokenizer.json with its vocabulary
 left out. The vocabularies, shared between families, are in fixtures/tokenizers/vocab/ (copied out of llama.cpp's
-vocab GGUFs by scripts/convert_vocab_fixtures.py). tokenizer_dir() puts them back together into a folder that looks
+vocab GGUFs by dev/convert_vocab_fixtures.py). tokenizer_dir() puts them back together into a folder that looks
 like the hub repo's tokenizer files; build_tiny_family_model() adds random weights of the family's real architecture.
 
 `AutoTokenizer.from_pretrained` on such a folder behaves as on a download of the hub repo, bugs included: on the
 pinned transformers 5.17 the DeepSeek families, whose tokenizer_config.json says LlamaTokenizerFast over a byte-level
 BPE tokenizer.json, load as a SentencePiece-style LlamaTokenizer that drops spaces (huggingface/transformers#45488).
 fixtures/tokenizers/README.md lists what each family loads as. The tests, scripts/benchmark.py and
-scripts/gpu_check.py use this module; the recipes do not need it.
+dev/gpu_check.py use this module; the recipes do not need it.
 """
 import json
 import lzma
@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from common.tiny_model import build_once, cache_key, cache_root
+from common.tiny.cache import build_once, cache_key, cache_root
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "tokenizers"

@@ -9,7 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from common.atomic_files import remove, write_json_atomic
+from common.export.atomic_files import remove, write_json_atomic
 from common.errors import UserError
 
 RECORD_NAME = "export_source.json"  # inside merged16/

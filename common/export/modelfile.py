@@ -4,7 +4,7 @@ a Go template cannot follow (Llama-3's template trims each message's white space
 generation prompt at the end, and `PARAMETER stop` on the family's end-of-turn and header tokens.
 
 Each TEMPLATE is checked at export time on the run's held-out conversations and a few probes (with and
-without a system prompt, multi-turn), rendered by common.go_template and by the chat template in transformers;
+without a system prompt, multi-turn), rendered by common.export.go_template and by the chat template in transformers;
 a family whose TEMPLATE does not match, or that has none, gets a Modelfile without TEMPLATE and a warning
 naming it (Ollama then guesses a template from the GGUF's chat template).
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from common.atomic_files import write_text_atomic
-from common.go_template import GoTemplateError, render
+from common.export.atomic_files import write_text_atomic
+from common.export.go_template import GoTemplateError, render
 
 # Conversations every TEMPLATE is checked on, besides the run's own: no system prompt, a system prompt,
 # several turns, and text that looks like the format's own markers.

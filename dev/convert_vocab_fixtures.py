@@ -3,13 +3,13 @@
 Run once, by hand, when the fixtures are made or llama.cpp's vocabularies change; tests and CI never run it
 (they have no llama.cpp models folder, only its output, which is committed):
 
-    .venv/bin/python scripts/convert_vocab_fixtures.py /path/to/llama.cpp/models
+    .venv/bin/python dev/convert_vocab_fixtures.py /path/to/llama.cpp/models
 
 The models folder used for the committed files is `vendor/llama.cpp/models` of the llama-cpp-python 0.3.36 source
 package. For each vocabulary it writes NAME.json.xz (the GGUF's tokenizer fields: tokens in id order, token types,
 merges or SentencePiece scores, special ids, the pre-tokenizer name, and the GGUF's sha256) and copies the reference
 tokenizations NAME.inp / NAME.out that llama.cpp made with the real Hugging Face tokenizer. The output is
-deterministic: running the script twice gives byte-identical files. common/real_tokenizers.py builds the tokenizers
+deterministic: running the script twice gives byte-identical files. dev/real_tokenizers.py builds the tokenizers
 from these files.
 """
 import argparse

@@ -1,6 +1,6 @@
 """Build datasets/vision/: about 100 small images with question-and-answer conversations about them.
 
-    python scripts/make_vision_data.py            # rewrites datasets/vision/{train,test}.jsonl and images/
+    python datasets/make_vision_data.py            # rewrites datasets/vision/{train,test}.jsonl and images/
 
 Four kinds of picture, drawn with PIL from a fixed seed (the same files every run):
   shapes    1-4 circles, squares or triangles of one colour     "How many shapes ...?"  then  "它们是什么颜色？"

@@ -2,7 +2,7 @@
 
 Built offline in seconds: MllamaForConditionalGeneration with 2 text layers (one of them a cross-attention
 layer, as every 5th layer is in the 11B model), a 2+1-layer vision encoder on 56-pixel tiles, and an
-MllamaProcessor: MllamaImageProcessor plus the tiny SentencePiece tokenizer of common/tiny_model.py (trained
+MllamaProcessor: MllamaImageProcessor plus the tiny SentencePiece tokenizer of common/tiny/llama.py (trained
 here on the bundled text and vision data) with the Llama-3.2-Vision chat template and its <|image|> token.
 Like the real model, <|image|> is an added token after the base vocabulary. Deterministic and cached next to
 the text tiny models (TINY_MODEL_CACHE moves them).
@@ -11,10 +11,10 @@ import json
 import os
 from pathlib import Path
 
-from common.chat_templates import SPECIAL_TOKENS
-from common import tiny_model
-from common.tiny_model import (PROJECT_ROOT, build_once, cache_key, cache_root, corpus, strings, train_sentencepiece,
-                               write_tokenizer)
+from common.tiny import llama
+from common.tiny.cache import build_once, cache_key, cache_root
+from common.tiny.chat_templates import SPECIAL_TOKENS
+from common.tiny.llama import PROJECT_ROOT, corpus, strings, train_sentencepiece, write_tokenizer
 from common.vision import IMAGE_TOKEN
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
@@ -75,9 +75,10 @@ def _vision_corpus() -> list[str]:
 def tiny_vision_model_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return the directory of the tiny Mllama model and its processor."""
     texts = corpus() + _vision_corpus()
-    # The tokenizer is tiny_model.py's, built with Llama-3's special tokens: that file and those tokens are inputs too.
+    # The tokenizer is common/tiny/llama.py's, built with Llama-3's special tokens: that file and those tokens are
+    # inputs too.
     key = cache_key(BUILDER_VERSION, TEXT_SHAPE, VISION_SHAPE, LLAMA32_VISION_TEMPLATE, SPECIAL_TOKENS["llama3"],
-                    IMAGE_TOKEN, texts, files=[__file__, tiny_model.__file__])
+                    IMAGE_TOKEN, texts, files=[__file__, llama.__file__])
     root = cache_root(cache_dir)
     directory = root / f"tiny-mllama-{key}"
 

@@ -2,16 +2,16 @@
 transformers + PEFT), every recipe end to end in 4-bit, a free Colab T4's fp16, the speed against the anchors, and the
 export from a 4-bit run. Writes OUT/report.md and OUT/results.json (and OUT/logs.tar.gz).
 
-    python scripts/gpu_check.py --out DIR                          # everything on the GPU
-    python scripts/gpu_check.py --out DIR --only core              # the headline: a few minutes of GPU time
-    python scripts/gpu_check.py --out DIR --only deepseek          # groups: core deepseek llama speed vision r1-qwen
-    python scripts/gpu_check.py --out DIR --only recipes,t4        # parts: core, recipes, t4, speed, export
-    python scripts/gpu_check.py --out DIR --device cpu             # tiny models on a CPU: keeps this script alive
-    python scripts/gpu_check.py --out ALL --merge A/results.json B/results.json   # one report from runs in parts
+    python dev/gpu_check.py --out DIR                          # everything on the GPU
+    python dev/gpu_check.py --out DIR --only core              # the headline: a few minutes of GPU time
+    python dev/gpu_check.py --out DIR --only deepseek          # groups: core deepseek llama speed vision r1-qwen
+    python dev/gpu_check.py --out DIR --only recipes,t4        # parts: core, recipes, t4, speed, export
+    python dev/gpu_check.py --out DIR --device cpu             # tiny models on a CPU: keeps this script alive
+    python dev/gpu_check.py --out ALL --merge A/results.json B/results.json   # one report from runs in parts
 
 0. core     The headline, for short access to a GPU: recipes/deepseek_multiturn.py at the DeepSeek-LLM-7B shape in
             4-bit at its defaults (batch 2 x 4, r=16, 2,048 tokens) on the bundled chats, through
-            scripts/recipe_probe.py (tokens/s after warm-up steps, the peak reserved memory, the 4-bit layers really
+            dev/recipe_probe.py (tokens/s after warm-up steps, the peak reserved memory, the 4-bit layers really
             loaded, every training batch checked), then raw Unsloth and transformers + PEFT through scripts/benchmark.py
             on the same model and the very examples the recipe trained on (recipe_probe --dump-train), 4-bit too.
 1. recipes  Each recipe file end to end, as a subprocess, on a random-weight model of the real shape built here from
@@ -21,7 +21,7 @@ export from a 4-bit run. Writes OUT/report.md and OUT/results.json (and OUT/logs
             (also on generated chats that fill 2,048 tokens), Llama-3.2-11B-Vision through recipes/llama_vision.py
             (FastVisionModel) on the bundled images. Each records: the loss is finite and falls; tokens/s; that the
             model holds bitsandbytes Linear4bit layers; the peak reserved memory beside plan_memory's prediction; that
-            Unsloth batched padding-free and that no step trained a padded or masked token (scripts/recipe_probe.py
+            Unsloth batched padding-free and that no step trained a padded or masked token (dev/recipe_probe.py
             checks every training batch against the dataset); the saved adapter is the in-memory one bit for bit, and
             PEFT on the base (the same 4-bit quantization) reloads it with the in-memory model's logits.
 2. t4       What a free Colab T4 gives: fp16 (no bf16), SDPA, torch's allocator capped at what a T4's 14.74 GiB leaves
@@ -42,7 +42,7 @@ is listed at the end of --help): core; deepseek (recipe-deepseek, t4-deepseek); 
 t4-llama); speed; vision (recipe-vision, t4-vision); r1-qwen (recipe-r1-qwen, export-4bit). Parts and single check
 ids work with --only too.
 
---device cpu runs the same on tiny shapes (each recipe's --model tiny, common.real_tokenizers.build_tiny_family_model
+--device cpu runs the same on tiny shapes (each recipe's --model tiny, dev.real_tokenizers.build_tiny_family_model
 for the real tokenizers), in 4-bit as on a GPU (bitsandbytes' CPU backend; Unsloth's CPU fallback loads Linear4bit
 layers): the recipe runs pass --load-in-4bit, the core runs and the speed runs train nf4 weights, and the export
 merges a 4-bit run into its 16-bit base. What a CPU cannot check (padding-free batches, GPU memory, the speed targets,
@@ -74,7 +74,7 @@ sys.path.insert(0, str(ROOT))
 
 from common.errors import UserError, report_user_errors  # noqa: E402
 from common.memory_plan import CONTEXT_GIB, GPUS  # noqa: E402
-from common.export_out import dir_size  # noqa: E402
+from common.export.destination import dir_size  # noqa: E402
 
 PARTS = {"core": "0. Core: the DeepSeek recipe in 4-bit beside raw Unsloth and HF + PEFT",
          "recipes": "1. Every recipe end to end", "t4": "2. T4 mode (fp16, SDPA, 15 GB)",
@@ -155,7 +155,7 @@ GROUPS = {
 # times beside them). Per check: its subprocesses' imports (Unsloth ~15 s), loading and quantizing the model to 4-bit,
 # the steps (core: 10, recipes: 20, T4 mode: 5, speed: 6 per run), evaluation, saving, and the reloads. Per model: the
 # random-weight build (initialised on the GPU, bf16 written to disk). START_S: this script and its GPU query;
-# INSTALL_S: installing the offline wheels (scripts/offline_wheels.sh), counted in core's plan only.
+# INSTALL_S: installing the offline wheels (dev/offline_wheels.sh), counted in core's plan only.
 PLANNED_S = {"core-recipe": 80, "core-unsloth": 65, "core-hf": 75, "recipe-deepseek": 120, "t4-deepseek": 85,
              "recipe-llama": 80, "recipe-llama-2k": 110, "t4-llama": 90, "speed-fixed": 210, "speed-mixed": 140,
              "recipe-vision": 165, "t4-vision": 95, "recipe-r1-qwen": 95, "export-4bit": 240}
@@ -208,7 +208,7 @@ def plan_text() -> str:
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit code 2, like every other bad argument here
-        raise UserError(f"{message} (python scripts/gpu_check.py --help)")
+        raise UserError(f"{message} (python dev/gpu_check.py --help)")
 
 
 # ------------------------------------------------------------------ the run's context
@@ -275,7 +275,7 @@ class Context:
             return self.models[group]
         if self.cpu:
             if group == "r1-qwen":
-                from common.real_tokenizers import build_tiny_family_model
+                from dev.real_tokenizers import build_tiny_family_model
                 self.models[group] = str(build_tiny_family_model(MODELS[group][1], self.cache))
             else:
                 self.models[group] = "tiny"
@@ -284,7 +284,7 @@ class Context:
         arch = MODELS[group][0]
         from common.memory_plan import model_shape_of
         need = model_shape_of(arch).params * 2 * 1.02 / 2**30
-        from common.tiny_model import cache_root
+        from common.tiny.cache import cache_root
         root = cache_root(self.cache)
         root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(root).free / 2**30
@@ -307,7 +307,7 @@ class Context:
         """Delete a group's random-weight models from disk (a GPU machine's disk holds about one 11B model)."""
         if self.cpu or self.keep_models or group not in self.models:
             return
-        from common.random_models import remove
+        from dev.random_models import remove
         path = Path(self.models.pop(group))
         remove(path)
         remove(path.parent / f"{path.name}-bnb-4bit")
@@ -395,7 +395,7 @@ def data_files(ctx: Context, check: Check, model: str, max_seq: int) -> dict:
                                        ctx.work / "data" / f"{check.id}-eval.jsonl")}
     if o.get("fill"):
         from common.tokenizer import load_tokenizer
-        from common.tiny_model import tiny_model_path
+        from common.tiny.llama import tiny_model_path
         tokenizer_source = tiny_model_path("deepseek" if "deepseek" in o["recipe"] else "llama3") \
             if model == "tiny" else model
         tokenizer = load_tokenizer(str(tokenizer_source), log=lambda *a: None)
@@ -466,7 +466,7 @@ def recipe_command(ctx: Context, check: Check, model: str, extra: tuple = (), cl
     args, max_seq, batch, r = recipe_args(ctx, check, model, clear)
     probe = ctx.work / "probes" / f"{check.id}.json"
     inputs = ctx.work / "probes" / f"{check.id}-inputs.pt"
-    command = [ctx.python, "scripts/recipe_probe.py", "--record", probe, *(["--t4"] if t4 else []),
+    command = [ctx.python, "dev/recipe_probe.py", "--record", probe, *(["--t4"] if t4 else []),
                *([] if t4 else ["--reload-inputs", inputs]), *extra, o["recipe"], *args]
     return command, args, max_seq, batch, r, probe
 
@@ -660,7 +660,7 @@ def recipe_row(ctx: Context, check: Check, model: str, result: dict, record: dic
         if not record.get("reload_inputs"):
             items.append(item(name, False, f"could not prepare: {record.get('reload_error', 'no inputs saved')}"))
             continue
-        again = ctx.run(f"{check.id}-reload-{loader}", [ctx.python, "scripts/recipe_probe.py", "--reload", probe,
+        again = ctx.run(f"{check.id}-reload-{loader}", [ctx.python, "dev/recipe_probe.py", "--reload", probe,
                                                         "--loader", loader], timeout=900)
         r_ = (load_json(probe, {}).get("reload") or {}).get(loader)
         if not r_:
@@ -723,7 +723,7 @@ def core_recipe(ctx: Context, check: Check) -> dict:
                 "--batch-size", batch, "--grad-accum", accum, "--max-seq-length", max_seq, "--r", r,
                 "--save-steps", "100000", "--eval-prompts", "0", "--eval-file", eval_file]
         probe = ctx.work / "probes" / f"{check.id}.json"
-        command = [ctx.python, "scripts/recipe_probe.py", "--record", probe, *dump, "recipes/deepseek_multiturn.py",
+        command = [ctx.python, "dev/recipe_probe.py", "--record", probe, *dump, "recipes/deepseek_multiturn.py",
                    *args]
     probe.unlink(missing_ok=True)
     result = ctx.run(check.id, command, timeout=1200)
@@ -782,7 +782,7 @@ def core_baseline(ctx: Context, check: Check, kind: str) -> dict:
     if not shape or not examples.is_file():
         return {"status": "fail", "items": [item("ran", False, "needs core-recipe's run first (it writes the examples "
                                                                "the recipe trained on): --only core")], "metrics": {}}
-    from common.tiny_model import tiny_model_path
+    from common.tiny.llama import tiny_model_path
     model_dir = tiny_model_path("deepseek", ctx.cache) if ctx.cpu else ctx.model("deepseek")
     out = ctx.work / "bench" / "core" / kind
     shutil.rmtree(out, ignore_errors=True)
@@ -991,7 +991,7 @@ def export_worker(spec_file: str):
 def run_export(ctx: Context, check: Check) -> dict:
     items, metrics = [], {}
     if ctx.cpu:  # a 4-bit run of the tiny DeepSeek model (loaded in 4-bit on the fly), merged into its own checkpoint
-        from common.tiny_model import tiny_model_path
+        from common.tiny.llama import tiny_model_path
         base16 = trained_on = str(tiny_model_path("deepseek", ctx.cache))
         items.append(item("16-bit base from the -bnb-4bit name", None, "not applicable on CPU: the run loaded the "
                           "tiny model's unquantized checkpoint in 4-bit on the fly (no NAME-bnb-4bit copy: "
@@ -1126,7 +1126,7 @@ def report_markdown(results: dict) -> str:
                          "on disk" + (", deleted after use" if b.get("deleted_after_use") else ""))
     if any(run["device"] == "cpu" for run in meta["runs"]):
         lines += ["", "On a CPU each check runs a tiny model of its family (each recipe's `--model tiny`, or "
-                  "`common.real_tokenizers.build_tiny_family_model`) in 4-bit (bitsandbytes nf4 weights, float32 "
+                  "`dev.real_tokenizers.build_tiny_family_model`) in 4-bit (bitsandbytes nf4 weights, float32 "
                   "compute) instead of the real shape its title names: it shows the script and the recipes' 4-bit "
                   "path work, not what a GPU measures."]
     rows = results["checks"]
@@ -1261,7 +1261,7 @@ def select(only: str | None) -> list[Check]:
 
 def build_worker(what: str, cache):
     """--build KIND:ARG in a child process: prints `built PATH` (the GPU memory is freed when it exits)."""
-    from common import random_models
+    from dev import random_models
     kind, arg = what.split(":", 1)
     if kind == "text":
         path = random_models.random_text_model(arg, cache)
@@ -1307,7 +1307,7 @@ def main(argv=None) -> int:
         for path in args.merge:
             loaded = load_json(path)
             if not loaded or "checks" not in loaded:
-                raise UserError(f"--merge {path}: not a results.json of scripts/gpu_check.py")
+                raise UserError(f"--merge {path}: not a results.json of dev/gpu_check.py")
             merged["meta"]["runs"] += loaded["meta"]["runs"]
             merged["checks"].update(loaded["checks"])
         write_outputs(out, merged)
@@ -1326,7 +1326,7 @@ def main(argv=None) -> int:
     ctx = Context(args)
     start = time.time()
     run_meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "argv": ["scripts/gpu_check.py", *(argv or sys.argv[1:])],
+                "argv": ["dev/gpu_check.py", *(argv or sys.argv[1:])],
                 "device": ctx.device, "host": platform.node(), "versions": versions(), "builds": ctx.builds,
                 "planned_s": planned_seconds([c.id for c in checks])}
     if ctx.device == "cuda":

@@ -7,17 +7,16 @@ The result is deterministic and cached: the same inputs always give the same fil
 named by cache_key() of all its inputs (the builder's source and chat template included), so a change to any of
 them builds afresh instead of finding a stale copy.
 """
-import hashlib
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
-from common.chat_templates import SPECIAL_TOKENS
+from common.tiny.cache import build_once, cache_key, cache_root
+from common.tiny.chat_templates import SPECIAL_TOKENS
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CORPUS_FILES = ["datasets/chat_multiturn/train.jsonl", "datasets/instructions/train.jsonl",
                 "datasets/guanaco_style/train.jsonl"]
 # Characters and strings every conversation needs, present even if the bundled data changes.
@@ -27,7 +26,6 @@ BASE_TEXT = ("User: Assistant: system user assistant ### Human: ### Assistant:\n
 MODEL_SHAPE = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                    num_key_value_heads=2, max_position_embeddings=2048)
 VOCAB_SIZE = 4000
-BUILD_PACKAGES = ("torch", "transformers", "tokenizers", "sentencepiece")  # what writes the cached files
 
 
 def corpus() -> list[str]:
@@ -100,49 +98,6 @@ def write_tokenizer(directory: Path, sp_model: bytes, chat_format: str):
     tokenizer.chat_template = special["template"]
     tokenizer.save_pretrained(directory)
     return tokenizer
-
-
-def cache_root(cache_dir=None) -> Path:
-    """Where tiny models are cached: cache_dir, else $TINY_MODEL_CACHE, else ~/.cache/one-gpu-recipes."""
-    return Path(cache_dir or os.environ.get("TINY_MODEL_CACHE")
-                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "one-gpu-recipes")
-
-
-def build_once(directory: Path, build) -> Path:
-    """`directory`, built first if it is not there: build(staging) fills a staging folder of this process beside it,
-    which is then renamed to `directory` (one rename: a half-built folder is never found under the final name). Two
-    processes building the same folder at once: the first rename wins and the other's staging is deleted (the builds
-    are deterministic: the same files). Any other failure is raised and leaves no staging folder behind. Every cached
-    build in common/ and scripts/ is made this way."""
-    if directory.exists():
-        return directory
-    staging = directory.parent / f".building-{directory.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        build(staging)
-        try:
-            staging.rename(directory)
-        except OSError:
-            if not directory.exists():  # not another process having finished the same build first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
-
-
-def cache_key(*values, files=()) -> str:
-    """The 12 hex digits that name a cached build: a sha256 of everything that shapes it. `values` go in as JSON
-    (BUILDER_VERSION, shapes, chat templates, texts); `files` are read whole (the builder modules' own source, the
-    input files); the versions of BUILD_PACKAGES are added here. Every cache in common/ is keyed by this."""
-    from importlib.metadata import version
-
-    h = hashlib.sha256(json.dumps([{name: version(name) for name in BUILD_PACKAGES}, *values],
-                                  ensure_ascii=False).encode())
-    for path in map(Path, files):
-        data = path.read_bytes()
-        h.update(f"\0{path.name}\0{len(data)}\0".encode() + data)
-    return h.hexdigest()[:12]
 
 
 def tiny_model_key(chat_format: str) -> str:

@@ -1,4 +1,4 @@
-"""Random-weight models of the real shapes, with the real tokenizers, built locally for scripts/gpu_check.py.
+"""Random-weight models of the real shapes, with the real tokenizers, built locally for dev/gpu_check.py.
 
     random_text_model("llama-3.1-8b")        # benchmarks/configs/llama-3.1-8b.json + Llama-3.1-8B-Instruct's tokenizer
     random_vision_model()                    # Llama-3.2-11B-Vision: real config, real Llama-3 vocab + <|image|>, 560 px
@@ -7,7 +7,7 @@
 Speed and memory depend on shapes, not on trained weights, so a model is built from its bundled config
 (benchmarks/configs/ARCH.json, the real config.json values) with random bf16 weights (seed 0) and saved once;
 a recipe then loads it in 4-bit through bitsandbytes on the fly, as Unsloth does with load_in_4bit=True on a
-16-bit checkpoint. The tokenizer files come from fixtures/tokenizers (common/real_tokenizers.py), so the
+16-bit checkpoint. The tokenizer files come from fixtures/tokenizers (dev/real_tokenizers.py), so the
 recipes tokenize, label and template exactly as with the real model. Nothing is downloaded.
 
 Each model is written under a temporary name and renamed when complete, in cache_root() (TINY_MODEL_CACHE moves
@@ -20,8 +20,8 @@ import json
 import shutil
 from pathlib import Path
 
-from common.real_tokenizers import family_key, tokenizer_dir
-from common.tiny_model import build_once, cache_key, cache_root
+from dev.real_tokenizers import family_key, tokenizer_dir
+from common.tiny.cache import build_once, cache_key, cache_root
 
 BUILDER_VERSION = "1"  # bump when anything below changes what gets built
 CONFIGS = Path(__file__).resolve().parent.parent / "benchmarks" / "configs"
@@ -100,11 +100,11 @@ def random_text_model(arch: str, cache_dir=None, device: str | None = None) -> P
 def vision_processor(cache_dir=None):
     """Llama-3.2-11B-Vision-Instruct's processor, rebuilt offline: the real Llama-3.1 vocabulary with <|image|> added
     as id 128256, MllamaImageProcessor with the real model's settings (560-pixel tiles, up to 4 per image, CLIP
-    mean and std, bilinear resizing) and the Llama-3.2-Vision chat template of common/tiny_vision.py."""
+    mean and std, bilinear resizing) and the Llama-3.2-Vision chat template of common/tiny/vision.py."""
     from transformers import AutoTokenizer, MllamaImageProcessor, MllamaProcessor
     from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-    from common.tiny_vision import LLAMA32_VISION_TEMPLATE
+    from common.tiny.vision import LLAMA32_VISION_TEMPLATE
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(VISION_FAMILY, cache_dir))
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
@@ -123,7 +123,7 @@ def random_vision_model(cache_dir=None, device: str | None = None) -> Path:
     vision_processor(), built once."""
     import torch
 
-    from common.tiny_vision import LLAMA32_VISION_TEMPLATE
+    from common.tiny.vision import LLAMA32_VISION_TEMPLATE
 
     directory = cache_root(cache_dir) / f"random-{VISION_ARCH}"
     on = device or ("cuda" if torch.cuda.is_available() else "cpu")  # the random weights differ between devices
@@ -152,7 +152,7 @@ def random_vision_model(cache_dir=None, device: str | None = None) -> Path:
 def quantized_copy(model_dir) -> Path:
     """MODEL_DIR-bnb-4bit beside model_dir: the same weights stored in 4-bit nf4 with double quantisation, as the
     `unsloth/NAME-bnb-4bit` checkpoints are, so a run trained on it exports into its 16-bit twin found from the name
-    (common/export.py). Needs a GPU (bitsandbytes quantises on CUDA)."""
+    (common/export/run.py). Needs a GPU (bitsandbytes quantises on CUDA)."""
     from importlib.metadata import version
 
     import torch

