@@ -42,7 +42,6 @@ import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from common.adalora import AdaLoraBudget, adalora_config, report_adalora_ranks
 from common.config import AutoSwitch, parse_config
 from common.data import held_out_overlap, load_conversations
 from common.distributed import ShardRecorder, from_main, start_processes
@@ -51,18 +50,17 @@ from common.evaluate import compare_replies
 from common.export import check_export_request, export_run
 from common.hub import check_model_available
 from common.labels import build_dataset, opens_think_block
-from common.loss_plot import save_loss_plot
-from common.lora import (INITS, NEEDS_16BIT, check_adalora_schedule, check_lora_options, loftq_on_4bit,
-                         loftq_without_gpu, memory_note, planned_steps, resolve_targets, save_adapter,
-                         save_pissa_start)
+from common.lora import (INITS, NEEDS_16BIT, AdaLoraBudget, adalora_config, check_adalora_schedule,
+                         check_lora_options, loftq_on_4bit, loftq_without_gpu, memory_note, planned_steps,
+                         report_adalora_ranks, resolve_targets, save_adapter, save_pissa_start)
 from common.memory_plan import model_shape_of, plan_memory
 from common.preflight import preflight
 from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
 from common.tiny.llama import tiny_model_path
-from common.timing import StepTimer
 from common.tokenizer import check_tokenizer, load_tokenizer
 from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_disk_for_checkpoints,
                                  check_training_options, disk_full_is_an_error)
+from common.train_log import StepTimer, save_loss_plot
 
 
 @dataclass

@@ -45,7 +45,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from common.vision_backend import (UNSLOTH, add_vision_lora, check_vision_switches, float32_adapter, for_inference,
-                            for_training, load_vision_model, vision_backend)
+                                   for_training, load_vision_model, vision_backend)
 from common.config import AutoSwitch, parse_config
 from common.data import held_out_overlap, load_conversations
 from common.errors import UserError, report_user_errors
@@ -54,14 +54,13 @@ from common.export import check_export_request, export_run
 from common.hub import check_model_available
 from common.labels import build_dataset
 from common.lora import check_lora_options
-from common.loss_plot import save_loss_plot
 from common.memory_plan import model_shape_of, plan_memory
 from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
-from common.timing import StepTimer
 from common.tiny.vision import tiny_vision_model_path
 from common.tokenizer import check_tokenizer, save_tokenizer
 from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_disk_for_checkpoints,
                                  check_training_options, disk_full_is_an_error)
+from common.train_log import StepTimer, save_loss_plot
 from common.vision import (MllamaCollator, build_vision_examples, label_tokenizer, load_images, preflight_vision,
                            to_vision_messages)
 

@@ -50,16 +50,15 @@ from common.export import check_export_request, export_run
 from common.four_bit import unpacked_cpu_4bit
 from common.hub import check_model_available
 from common.lora import check_lora_options
-from common.loss_plot import save_loss_plot
 from common.memory_plan import load_config
 from common.preflight import seq2seq_preflight
 from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
 from common.seq2seq import (compare_seq2seq_replies, padding_share, resolve_t5_targets, run_comparison, seq2seq_outline,
                             tokenize_pairs)
-from common.timing import StepTimer
 from common.tiny.seq2seq import tiny_seq2seq_path
 from common.train_checks import (SAVE_TOTAL_LIMIT, Scheduler, check_disk_for_checkpoints, check_training_options,
                                  disk_full_is_an_error)
+from common.train_log import StepTimer, save_loss_plot
 
 
 @dataclass

@@ -178,7 +178,7 @@ def worker(spec: dict) -> dict:
     from transformers import TrainerCallback
 
     from common.lora import PRESETS
-    from common.timing import StepTimer
+    from common.train_log import StepTimer
 
     on_gpu = device == "cuda"
     if on_gpu and not torch.cuda.is_available():

@@ -150,7 +150,7 @@ def test_planner_cli(tmp_path):
 # ---------------------------------------------------------------- the loss plot
 
 def test_save_loss_plot(tmp_path):
-    from common.loss_plot import save_loss_plot
+    from common.train_log import save_loss_plot
     history = [{"step": i, "loss": 3.0 - 0.1 * i} for i in range(1, 11)] + [{"step": 10, "eval_loss": 2.5}]
     path = save_loss_plot(history, tmp_path / "run" / "loss.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

@@ -4,6 +4,7 @@ tokenizer's apply_chat_template (dev/real_tokenizers.py: the hub repos' own toke
 held-out files, tests/data/adversarial.jsonl and the probes, with and without a system prompt, multi-turn."""
 import copy
 import json
+import os
 from datetime import datetime
 from functools import lru_cache
 
@@ -176,6 +177,14 @@ def test_go_subset_renderer_follows_go(template, messages, expected):
     assert go_render(template, messages) == expected
     if go_binary():
         assert render_with_go([(template, messages)]) == [expected]
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="outside CI, Go's cross-check runs where a Go toolchain is")
+def test_in_ci_the_templates_are_cross_checked_with_go():
+    """.ci/run installs golang-go, so every TEMPLATE test above also rendered with Go's own text/template."""
+    assert go_binary() is not None, "CI is set and no `go` is on PATH: .ci/run installs Debian's golang-go"
+    template = "{{ range .Messages }}{{ .Role }}: {{ .Content }}\n{{ end }}"
+    assert render_with_go([(template, [{"role": "user", "content": "Hi"}])]) == ["user: Hi\n"]
 
 
 def test_go_subset_renderer_refuses_what_it_does_not_know():

@@ -1,5 +1,28 @@
-"""The training loss curve as a PNG, for the run directory."""
+"""What a run records about its training: the wall time of each step (StepTimer, for the log and the LoRA
+comparison) and the loss curve (loss.png in the run directory)."""
+import statistics
+import time
 from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step. The first steps include compilation and warm-up, so the median
+    of the rest is the number to compare."""
+
+    def __init__(self):
+        self.seconds, self._start = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def median(self, warmup: int = 2) -> float | None:
+        steady = self.seconds[warmup:] or self.seconds
+        return statistics.median(steady) if steady else None
 
 
 def save_loss_plot(log_history: list[dict], path, title: str | None = None) -> Path | None:
