@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-OUT = Path(__file__).resolve().parent.parent / "datasets" / "vision"
+OUT = Path(__file__).resolve().parent / "vision"
 COLOURS = {"red": ((220, 40, 40), "红色"), "green": ((40, 160, 60), "绿色"), "blue": ((40, 80, 220), "蓝色"),
            "orange": ((240, 150, 30), "橙色")}
 SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形"}
