@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare, on a machine with internet access, the wheels that an offline GPU machine lacks, so the recipes and
-# dev/gpu_check.py can train there. That machine is assumed to have torch, transformers, peft, accelerate,
+# dev/gpu_check can train there. That machine is assumed to have torch, transformers, peft, accelerate,
 # triton, numpy, pyarrow, sentencepiece and tokenizers (Python 3.12, x86-64 Linux); this fetches the rest: unsloth,
 # unsloth_zoo, trl, datasets, bitsandbytes and the small packages they import, into .whl/ (ignored by git).
 # About 52 MB: the unsloth wheel's 26 MB web UI (studio/), which training never imports, is removed from it.

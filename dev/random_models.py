@@ -1,4 +1,4 @@
-"""Random-weight models of the real shapes, with the real tokenizers, built locally for dev/gpu_check.py.
+"""Random-weight models of the real shapes, with the real tokenizers, built locally for dev/gpu_check.
 
     random_text_model("llama-3.1-8b")        # benchmarks/configs/llama-3.1-8b.json + Llama-3.1-8B-Instruct's tokenizer
     random_vision_model()                    # Llama-3.2-11B-Vision: real config, real Llama-3 vocab + <|image|>, 560 px

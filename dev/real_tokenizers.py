@@ -10,7 +10,7 @@ like the hub repo's tokenizer files; build_tiny_family_model() adds random weigh
 pinned transformers 5.17 the DeepSeek families, whose tokenizer_config.json says LlamaTokenizerFast over a byte-level
 BPE tokenizer.json, load as a SentencePiece-style LlamaTokenizer that drops spaces (huggingface/transformers#45488).
 fixtures/tokenizers/README.md lists what each family loads as. The tests, scripts/benchmark.py and
-dev/gpu_check.py use this module; the recipes do not need it.
+dev/gpu_check use this module; the recipes do not need it.
 """
 import json
 import lzma

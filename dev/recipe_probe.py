@@ -3,7 +3,7 @@
     python dev/recipe_probe.py --record probe.json [--t4] [--reload-inputs FILE] recipes/llama_text.py --model ...
     python dev/recipe_probe.py --reload probe.json [--loader peft|unsloth]   # then, in a fresh process
 
-dev/gpu_check.py runs every recipe through this. The recipe itself is not changed: it runs with runpy under
+dev/gpu_check runs every recipe through this. The recipe itself is not changed: it runs with runpy under
 its own name and argv, after this script has added, around it:
 
   the batches   A forward pre-hook on the model of every Trainer logs each training forward pass: rows, width,

@@ -28,7 +28,7 @@ Reports the median step time after --warmup steps, tokens/s (all real tokens, an
 (GPU reserved; on a CPU, the process's peak RSS), MFU against the GPU's dense 16-bit peak (LoRA: 4 x matmul
 parameters per token + causal attention; the recompute of gradient checkpointing is not counted) and the first
 losses, which must agree. Writes OUT/results.json and OUT/table.md (OUT is --out).
---model-dir DIR times a model directory already built (random weights of ARCH's shape; dev/gpu_check.py passes
+--model-dir DIR times a model directory already built (random weights of ARCH's shape; dev/gpu_check passes
 the one it built) instead of building ARCH into the cache.
 """
 import argparse

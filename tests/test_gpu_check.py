@@ -1,16 +1,20 @@
-"""dev/gpu_check.py on a CPU with the tiny models, so the GPU check cannot rot between the rare GPU runs: every part
+"""dev/gpu_check on a CPU with the tiny models, so the GPU check cannot rot between the rare GPU runs: every part
 runs and reports, in 4-bit as on a GPU, and what a CPU cannot check says so. And dev/recipe_probe.py's batch check,
 on padding-free batches built the way TRL's collator and Unsloth build them on a GPU."""
 import json
 import math
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, run
+from dev.gpu_check import plan
+from dev.gpu_check.context import Context
+from dev.gpu_check.recipes import plan_for, t4_items
+from dev.gpu_check.report import report_markdown
+from dev.gpu_check.runners import RUNNERS
 
 CORE = ["core-recipe", "core-unsloth", "core-hf"]
 RECIPES = ["recipe-deepseek", "recipe-llama", "recipe-llama-2k", "recipe-vision", "recipe-r1-qwen"]
@@ -22,10 +26,10 @@ def cpu_check(tmp_path_factory):
     """`--only core`, then the rest into the same OUT, as runs in parts are made: one report, and the CPU run of
     recipe-deepseek reuses core-recipe's (the same command) instead of training it again."""
     out = tmp_path_factory.mktemp("gpu_check")
-    core = run(["dev/gpu_check.py", "--out", out, "--device", "cpu", "--only", "core"], timeout=900)
+    core = run(["dev/gpu_check", "--out", out, "--device", "cpu", "--only", "core"], timeout=900)
     assert core.returncode == 0, core.stdout[-4000:] + core.stderr[-3000:]
     core_results = json.loads((out / "results.json").read_text())
-    result = run(["dev/gpu_check.py", "--out", out, "--device", "cpu", "--only", "recipes,t4,speed,export"],
+    result = run(["dev/gpu_check", "--out", out, "--device", "cpu", "--only", "recipes,t4,speed,export"],
                  timeout=1500)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text()), (out / "report.md").read_text(), result.stdout, \
@@ -180,7 +184,7 @@ def test_merge_makes_one_report_from_runs_in_parts(cpu_check, tmp_path):
     part = tmp_path / "part.json"
     part.write_text(json.dumps({"meta": {"runs": results["meta"]["runs"]},
                                 "checks": {"speed-fixed": results["checks"]["speed-fixed"]}}))
-    merged = run(["dev/gpu_check.py", "--out", tmp_path / "merged", "--merge", out / "results.json", part],
+    merged = run(["dev/gpu_check", "--out", tmp_path / "merged", "--merge", out / "results.json", part],
                  timeout=120)
     assert merged.returncode == 0, merged.stderr[-2000:]
     again = json.loads((tmp_path / "merged" / "results.json").read_text())
@@ -194,26 +198,19 @@ def test_merge_makes_one_report_from_runs_in_parts(cpu_check, tmp_path):
                                  "parts (core, recipes, t4, speed, export) or checks"),
     (["--max-steps", "0"], "error: --max-steps 0: must be positive"),
     (["--device", "tpu"], "error: argument --device: invalid choice: 'tpu'"),
-    (["--merge", "nothing.json"], "error: --merge nothing.json: not a results.json of dev/gpu_check.py"),
+    (["--merge", "nothing.json"], "error: --merge nothing.json: not a results.json of dev/gpu_check"),
 ])
 def test_a_bad_argument_is_one_line(args, message, tmp_path):
-    result = run(["dev/gpu_check.py", "--out", tmp_path / "out", *args], timeout=120)
+    result = run(["dev/gpu_check", "--out", tmp_path / "out", *args], timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(message), result.stderr[-1000:]
     assert "Traceback" not in result.stderr
 
 
-def gpu_check_module():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import gpu_check
-    return gpu_check
-
-
 def test_help_lists_every_group_and_part_with_its_planned_time():
-    result = run(["dev/gpu_check.py", "--help"], timeout=120)
+    result = run(["dev/gpu_check", "--help"], timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    gpu_check = gpu_check_module()
-    for name in [*gpu_check.GROUPS, *gpu_check.PARTS]:
+    for name in [*plan.GROUPS, *plan.PARTS]:
         line = re.search(rf"^  {re.escape(name)} +~(\d+) min on one H100 \(estimate, incl\. [^)]*model build",
                          result.stdout, re.M)
         assert line, (name, result.stdout[-3000:])
@@ -224,19 +221,17 @@ def test_help_lists_every_group_and_part_with_its_planned_time():
 
 def test_the_planned_times_fit_short_gpu_access():
     """core within 6 minutes on one H100 with the wheel install; every other group within 8 (planned: estimates)."""
-    gpu_check = gpu_check_module()
-    assert gpu_check.planned_seconds(gpu_check.GROUPS["core"], install=True) <= gpu_check.CORE_LIMIT_S == 360
-    for name, ids in gpu_check.GROUPS.items():
-        assert gpu_check.planned_seconds(ids) <= gpu_check.GROUP_LIMIT_S == 480, name
+    assert plan.planned_seconds(plan.GROUPS["core"], install=True) <= plan.CORE_LIMIT_S == 360
+    for name, ids in plan.GROUPS.items():
+        assert plan.planned_seconds(ids) <= plan.GROUP_LIMIT_S == 480, name
     # the groups split the checks: each check in exactly one group, in the order the checks run
-    grouped = [i for ids in gpu_check.GROUPS.values() for i in ids]
-    assert grouped == [c.id for c in gpu_check.CHECKS]
-    assert set(gpu_check.PLANNED_S) == set(gpu_check.BY_ID)
+    grouped = [i for ids in plan.GROUPS.values() for i in ids]
+    assert grouped == [c.id for c in plan.CHECKS]
+    assert set(plan.PLANNED_S) == set(plan.BY_ID)
 
 
 def test_only_selects_groups_parts_and_checks():
-    gpu_check = gpu_check_module()
-    ids = lambda only: [c.id for c in gpu_check.select(only)]  # noqa: E731
+    ids = lambda only: [c.id for c in plan.select(only)]  # noqa: E731
     assert ids("core") == ["core-recipe", "core-unsloth", "core-hf"]
     assert ids("llama") == ["recipe-llama", "recipe-llama-2k", "t4-llama"]
     assert ids("r1-qwen") == ["recipe-r1-qwen", "export-4bit"]
@@ -246,7 +241,7 @@ def test_only_selects_groups_parts_and_checks():
 
 def test_the_offline_wheels_script_is_documented_and_parses():
     """dev/offline_wheels.sh (nothing is downloaded here): valid bash, and the docs give its install command."""
-    script = ROOT / "scripts" / "offline_wheels.sh"
+    script = ROOT / "dev" / "offline_wheels.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
     for package in ("unsloth==2026.10.9", "unsloth_zoo==2026.10.9", "trl==1.15.0", "datasets==4.8.5",
@@ -263,8 +258,7 @@ def test_the_offline_wheels_script_is_documented_and_parses():
 
 @pytest.fixture
 def probe():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import recipe_probe
+    from dev import recipe_probe
     return recipe_probe
 
 
@@ -416,20 +410,17 @@ def test_the_vision_processor_is_the_real_models(small_configs):
 # ------------------------------------------------------------------ the GPU rows, from recorded runs
 
 def fake_gpu_context(tmp_path, monkeypatch):
-    """gpu_check's Context in GPU mode whose subprocesses are replaced by what a GPU run records, so the GPU side of
+    """dev/gpu_check's Context in GPU mode whose subprocesses are replaced by what a GPU run records, so the GPU side of
     the rows and the report is checked here (a GPU hour is too rare to find a KeyError there)."""
     import argparse
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import gpu_check
 
     from dev.real_tokenizers import tokenizer_dir
     args = argparse.Namespace(device="cuda", out=tmp_path / "out", work=None, cache=None, keep_models=True,
                               max_steps=None, t4_steps=5, time_limit=None)
-    ctx = gpu_check.Context(args)
+    ctx = Context(args)
     ctx.gpu = {"name": "NVIDIA H200", "total_gib": 139.8}
     # the real configs and tokenizers stand in for the random-weight models (they hold config.json and tokenizer.json)
-    ctx.models = {group: str(tokenizer_dir(family)) for group, (_, family) in gpu_check.MODELS.items()}
+    ctx.models = {group: str(tokenizer_dir(family)) for group, (_, family) in plan.MODELS.items()}
     calls = []
 
     def run(name, command, timeout=0):
@@ -525,16 +516,16 @@ def fake_gpu_context(tmp_path, monkeypatch):
         return {"rc": rc, "seconds": 1.0, "log": str(ctx.work / "logs" / f"{name}.log"), "text": text, "tail": text}
 
     monkeypatch.setattr(ctx, "run", run)
-    return gpu_check, ctx, calls
+    return ctx, calls
 
 
 def test_gpu_rows_are_built_from_what_the_runs_record(tmp_path, monkeypatch):
-    gpu_check, ctx, calls = fake_gpu_context(tmp_path, monkeypatch)
-    results = {"meta": {"runs": [{"started": "now", "argv": ["dev/gpu_check.py"], "device": "cuda",
+    ctx, calls = fake_gpu_context(tmp_path, monkeypatch)
+    results = {"meta": {"runs": [{"started": "now", "argv": ["dev/gpu_check"], "device": "cuda",
                                   "gpu": ctx.gpu, "versions": {}, "builds": {}}]}, "checks": {}}
     ctx.rows = results["checks"]
-    for check in gpu_check.CHECKS:
-        row = gpu_check.RUNNERS[check.run](ctx, check)
+    for check in plan.CHECKS:
+        row = RUNNERS[check.run](ctx, check)
         results["checks"][check.id] = {**row, "part": check.part, "title": check.title}
         found = items(row)
         # the recorded peaks are made up (6.3 GiB for every model), so the planner's comparison may fail here
@@ -574,15 +565,15 @@ def test_gpu_rows_are_built_from_what_the_runs_record(tmp_path, monkeypatch):
         assert bench[bench.index("--warmup") + 1] == "3" and bench[bench.index("--grad-accum") + 1] == "4"
     # tokens/s over the 7 steps after 3 of warm-up: 5,600 tokens a step, a second each (the fake's timing)
     assert results["checks"]["core-recipe"]["metrics"]["tokens_per_s"] == pytest.approx(8 * 700)
-    report = gpu_check.report_markdown(results)
+    report = report_markdown(results)
     assert "| recipes/deepseek_multiturn.py (4-bit) | 5,600 |" in report, report[report.index("## 0."):][:1500]
     assert "### t4-llama:" in report and "PASS README claim" in report and "PASS recipe within 3% of raw" in report
 
     # an OOM in T4 mode that the planner said would fit is the planner's failure, and the claim's
     failed = {"ok": False, "peak_reserved_gib": 14.2,
               "error": {"type": "OutOfMemoryError", "out_of_memory": True, "message": "CUDA out of memory"}}
-    rows = gpu_check.t4_items(gpu_check.BY_ID["t4-llama"], failed, False, failed["error"],
-                              gpu_check.plan_for("llama-3.1-8b", 2048, 2, 16, True, "t4", 0), 14.2)
+    rows = t4_items(plan.BY_ID["t4-llama"], failed, False, failed["error"],
+                    plan_for("llama-3.1-8b", 2048, 2, 16, True, "t4", 0), 14.2)
     found = {i["name"]: i for i in rows}
     assert found["planner predicted the outcome"]["ok"] is False and "ran out of memory" in found[
         "planner predicted the outcome"]["detail"]

@@ -2,7 +2,7 @@
 nf4 (Linear4bit layers) and Unsloth's CPU backend trains LoRA over it. One DeepSeek run is shared: its layers, its
 loss, its adapter on a fresh 4-bit base, --resume, merged16 against 4-bit + adapter, and the GGUF parity check.
 (The LoRA variants in 4-bit: tests/test_lora_variants.py; torchrun in 4-bit: tests/test_distributed.py.)
-What this does not prove: bitsandbytes' CUDA kernels, GPU speed and GPU memory (dev/gpu_check.py does)."""
+What this does not prove: bitsandbytes' CUDA kernels, GPU speed and GPU memory (dev/gpu_check does)."""
 import json
 import shutil
 

@@ -100,8 +100,9 @@ def test_compare_lora_table_and_plot(tmp_path):
 
 
 def test_help_texts_read_as_written():
-    """--help prints each recipe's and script's docstring: an escape in it ("\\n" written for the two characters)
-    prints as a line break in the middle of a sentence. Each docstring breaks lines only where its source does."""
+    """--help prints each recipe's and script's docstring (and dev/'s: a harness run as a directory, dev/gpu_check,
+    prints its __main__.py's): an escape in it ("\\n" written for the two characters) prints as a line break in the
+    middle of a sentence. Each docstring breaks lines only where its source does."""
     import ast
     import io
     import tokenize
@@ -109,10 +110,11 @@ def test_help_texts_read_as_written():
 
     from conftest import ROOT
 
-    for path in sorted([*Path(ROOT, "recipes").glob("*.py"), *Path(ROOT, "scripts").glob("*.py")]):
+    for path in sorted([*Path(ROOT, "recipes").glob("*.py"), *Path(ROOT, "scripts").glob("*.py"),
+                        *Path(ROOT, "dev").glob("*.py"), *Path(ROOT, "dev").glob("*/__main__.py")]):
         source = path.read_text(encoding="utf-8")
         docstring = ast.get_docstring(ast.parse(source), clean=False)
         if not docstring:
             continue
         written = next(t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.STRING)
-        assert docstring.count("\n") == written.string.count("\n"), f"{path.name}: an escape breaks a line"
+        assert docstring.count("\n") == written.string.count("\n"), f"{path.relative_to(ROOT)}: an escape breaks a line"

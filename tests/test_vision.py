@@ -313,7 +313,7 @@ facts = {"layers": layers, "held_out_loss": {"base": base_loss, "tuned": out.los
 def test_tiny_run_in_4bit_on_cpu_trains_saves_and_reloads(tmp_path):
     """--load-in-4bit without a GPU: nf4 through bitsandbytes' CPU backend, LoRA trained on Linear4bit layers, and
     the saved adapter on a freshly quantized base gives the in-memory model's logits. The CPU path on any machine
-    (a GPU would run Unsloth's FastVisionModel: dev/gpu_check.py checks that)."""
+    (a GPU would run Unsloth's FastVisionModel: dev/gpu_check checks that)."""
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 

@@ -81,8 +81,9 @@ def child(request: dict, fds: list[int], keep_closed: list) -> None:
             sys.path[1:1] = extra
             sys.argv = [args[0], *args[1:]]
             runpy.run_module(args[0], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv, sys.path[0] = [mode, *args], os.path.dirname(os.path.abspath(mode))
+        else:  # a script, or a directory with a __main__.py: sys.path[0] is then the directory itself, as python has it
+            where = os.path.abspath(mode)
+            sys.argv, sys.path[0] = [mode, *args], where if os.path.isdir(where) else os.path.dirname(where)
             sys.path[1:1] = extra
             runpy.run_path(mode, run_name="__main__")
     except SystemExit as stop:  # as the interpreter turns sys.exit(x) into an exit code

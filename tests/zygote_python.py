@@ -26,8 +26,9 @@ def flavour(args) -> str:
         texts.append(args[1])
         for path in re.findall(r"(?:recipes|scripts)/\w+\.py", args[1]):
             texts.append(open(path, encoding="utf-8").read() if os.path.exists(path) else "")
-    elif os.path.exists(args[0]):
-        texts.append(open(args[0], encoding="utf-8", errors="replace").read())
+    elif os.path.exists(args[0]):  # a script, or a directory run by its __main__.py (python dev/gpu_check)
+        script = os.path.join(args[0], "__main__.py") if os.path.isdir(args[0]) else args[0]
+        texts.append(open(script, encoding="utf-8", errors="replace").read() if os.path.isfile(script) else "")
     return "unsloth" if any(UNSLOTH.search(text) for text in texts) else "plain"
 
 
