@@ -28,6 +28,7 @@ from common.gguf import BYTES_PER_PARAM, QUANTS, LoadExpectation, convert_to_ggu
 from common.tokenizer import load_tokenizer
 from common.merge import (base_config, check_adapter_weights, check_merged_loads, count_parameters,
                           is_encoder_decoder, merge_to_16bit, sixteen_bit_base, tokenizer_bytes)
+from common.labels import template_options
 from common.modelfile import checked_format, pinned_date, write_modelfile
 from common.export_out import check_free_space, check_output_dir, dir_size, size_text
 
@@ -205,8 +206,10 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
     template = chat_template_of(merged)
     conversations = conversations_of(eval_file)
     expect = load_expectation(merged, tokenizer, template, (conversations or [[{"role": "user", "content": "Hi"}]])[0])
+    # the run's --thinking, as training passed it to the template (a run saved without one trained with it on)
+    chat_options = template_options(run.config.get("thinking", "on"))
     fmt, note = checked_format(tokenizer, template, pinned_date(template, run.config, run.config_written),
-                               conversations)
+                               conversations, chat_options)
     print(("Modelfile: " if fmt else "warning: Modelfile: ") + note)
     for quant in quant_list:
         start = time.time()
@@ -228,7 +231,8 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
               "llama.cpp loads it and runs a prompt)")
     if verify_parity:
         from common.parity import verify
-        done["parity"] = verify(merged, tokenizer, {q: targets[q] for q in quant_list}, eval_file)
+        done["parity"] = verify(merged, tokenizer, {q: targets[q] for q in quant_list}, eval_file,
+                                chat_options=chat_options)
     return done
 
 

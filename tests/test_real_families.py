@@ -238,6 +238,7 @@ def ollama_feeds_what_training_rendered(run_dir: Path, family: str):
     date = pinned_date(tokenizer.chat_template, config,
                        datetime.fromtimestamp((run_dir / "run_config.json").stat().st_mtime))
     kwargs = {"date_string": date} if date else {}
+    kwargs["enable_thinking"] = config["thinking"] == "on"  # as training passed it
     llm = Llama(str(gguf), vocab_only=True, verbose=False)
     conversations = [c for c in conversations_of(ROOT / "datasets/chat_multiturn/test.jsonl", 8) + PROBES
                      if all(m["content"] == m["content"].strip() for m in c)]  # Llama's trim: see the Modelfile
@@ -247,6 +248,11 @@ def ollama_feeds_what_training_rendered(run_dir: Path, family: str):
         # add_bos=True adds the BOS only where the GGUF says to (tokenizer.ggml.add_bos_token), as Ollama does.
         assert llm.tokenize(go_render(template, messages).encode("utf-8"), add_bos=True, special=True) == trained
     llm.close()
+
+
+# Qwen3 runs without thinking: its non-thinking prompt must reach the parity check and the Modelfile from the run's
+# config (with thinking on, its prompt is Qwen2.5's, which the qwen2.5 row covers).
+THINKING = {"qwen3-0.6b": "off"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -260,8 +266,8 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     held_out.write_text("".join((ROOT / "datasets/chat_multiturn/test.jsonl").read_text(encoding="utf-8")
                                 .splitlines(True)[:8]), encoding="utf-8")
     trained = run(["recipes/deepseek_multiturn.py", "--model", build_tiny_family_model(family), "--max-steps", "8",
-                   "--learning-rate", "5e-3", "--eval-prompts", "1", "--eval-file", held_out, "--output-dir", out],
-                  timeout=1200)
+                   "--learning-rate", "5e-3", "--eval-prompts", "1", "--eval-file", held_out, "--output-dir", out,
+                   "--thinking", THINKING.get(family, "on")], timeout=1200)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     assert ("rebuilt it from tokenizer.json" in trained.stdout) == (family in BROKEN_BY_TRANSFORMERS)
     assert "conversations round-trip exactly" in trained.stdout
@@ -281,4 +287,8 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     assert disagree == 0 and agree + ties == total and agree > total / 2, exported.stdout[-2000:]
     assert identical + identical_to_tie == prompts, exported.stdout[-2000:]
     assert "llama.cpp loads it and runs a prompt" in exported.stdout
+    if family in PER_REPLY:  # the log says why there is one example per reply
+        assert "the chat template rewrites history" in trained.stdout and stats["examples"] > stats["conversations"]
+    if family == "qwen3-0.6b":  # the Modelfile asks as training did: after the closed empty think block
+        assert "Modelfile: Qwen3, thinking off chat format" in exported.stdout
     ollama_feeds_what_training_rendered(out, family)
