@@ -220,7 +220,7 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
             continue
         forget_record(target)
         if quant == "f16":
-            convert_to_gguf(merged, target, expect)
+            convert_to_gguf(merged, target, expect, model_name=Path(base).name)
         else:
             quantize_gguf(targets["f16"], target, quant, expect)
         write_record(target, {**record, "quant": quant})
