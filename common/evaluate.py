@@ -8,10 +8,13 @@ def text_of(content) -> str:
 
 
 @torch.no_grad()
-def generate_reply(model, tokenizer, messages, max_new_tokens: int, processor=None, images=()) -> str:
-    """Greedy reply to `messages`, rendered by the chat template with its generation prompt. With a processor
-    (vision models), its chat template renders and `images` (loaded: PIL images) go with the text."""
-    prompt = (processor or tokenizer).apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def generate_reply(model, tokenizer, messages, max_new_tokens: int, processor=None, images=(),
+                   chat_options=None) -> str:
+    """Greedy reply to `messages`, rendered by the chat template with its generation prompt (and `chat_options`, what
+    training passed it: enable_thinking). With a processor (vision models), its chat template renders and `images`
+    (loaded: PIL images) go with the text."""
+    prompt = (processor or tokenizer).apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                          **(chat_options or {}))
     if processor is not None:
         inputs = processor(images=[list(images)], text=[prompt], add_special_tokens=False, return_tensors="pt")
     else:
@@ -23,7 +26,7 @@ def generate_reply(model, tokenizer, messages, max_new_tokens: int, processor=No
 
 
 def compare_replies(model, tokenizer, conversations, max_new_tokens: int, processor=None,
-                    load_images=None) -> list[dict]:
+                    load_images=None, chat_options=None) -> list[dict]:
     """For each conversation, reply to everything before its last assistant turn, without and with LoRA. Vision
     models: `processor` and `load_images` (common.vision.load_images: image paths -> images)."""
     rows = []
@@ -35,8 +38,8 @@ def compare_replies(model, tokenizer, conversations, max_new_tokens: int, proces
             p["type"] == "image" for p in m["content"]) for m in prompt)]
         pictures = load_images(images) if images else []
         with model.disable_adapter():  # the same weights with LoRA switched off: the base model
-            base = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, pictures)
-        tuned = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, pictures)
+            base = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, pictures, chat_options)
+        tuned = generate_reply(model, tokenizer, prompt, max_new_tokens, processor, pictures, chat_options)
         row = {"prompt": text_of(prompt[-1]["content"]), "reference": text_of(messages[last]["content"]),
                "base": base, "tuned": tuned}
         if images:

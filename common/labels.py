@@ -16,11 +16,26 @@ without reasoning gets an empty think block ("\n</think>\n\n"; empty_think=False
 "<｜Assistant｜>" as the template renders it instead). History is rendered as the template renders it (no
 reasoning), so each reply of a multi-turn conversation becomes its own example, whatever the layout says.
 
+Templates that rewrite history (Qwen3 writes a think block only for the turns after the last user message, so a
+reply loses it once the next question follows; Phi-3.5 writes "<|endoftext|>" only when nothing follows): rendering
+one message at a time shows earlier text changing, and then each reply is trained on its own, as inference sees it:
+the conversation before it rendered with the generation prompt (add_generation_prompt=True, the template's own history
+rules), then what the template writes for that reply as the last turn, up to and including its first end-of-turn token
+(Qwen3: "<think>\nREASONING\n</think>\n\nREPLY<|im_end|>", an empty think block when the data has no reasoning;
+Phi-3.5: "REPLY<|end|>", the "<|endoftext|>" after it is never trained: docs/labels-and-tokenizers.md says why).
+
+--thinking on|off is passed to the template as enable_thinking. Off: the replies are trained without their reasoning,
+after the template's non-thinking prompt (Qwen3's "<|im_start|>assistant\n<think>\n\n</think>\n\n"; an R1-Distill
+template that closes the think block in its prompt likewise). A template that ignores enable_thinking has no
+non-thinking prompt, and --thinking off is refused for it.
+
 Label layouts, for a conversation  u1 a1 u2 a2 u3 a3:
   all_turns  one example:      labels = -100 a1 -100 a2 -100 a3   (default; every reply, no repeated work)
   last_turn  one example:      labels = -100 -100 -100 -100 -100 a3
   split      one per reply:    u1 a1 -> a1;  u1 a1 u2 a2 -> a2;  u1 a1 u2 a2 u3 a3 -> a3
+Reasoning templates and templates that rewrite history make one example per reply under all_turns too.
 """
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,14 +45,21 @@ from common.errors import UserError
 IGNORE_INDEX = -100
 LAYOUTS = ("all_turns", "last_turn", "split")
 Layout = Literal["all_turns", "last_turn", "split"]
+Thinking = Literal["on", "off"]
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # Stands in for a reply's content to find where the template's assistant header ends and its trailer begins:
 # private-use characters, which no template rewrites and no data set contains.
 SENTINEL = "\ue000reply\ue001"
+EMPTY_THINK = re.compile(r"\s*<think>\s*</think>\s*")  # what a prompt without thinking appends to the header
 
 
 class TemplateError(UserError):
     pass
+
+
+class HistoryRewritten(TemplateError):
+    """Rendering a conversation one message at a time changed text rendered before: its replies are trained one
+    at a time instead (reply_turn). The message says how (rewrite_message)."""
 
 
 @dataclass
@@ -50,15 +72,58 @@ class Turn:
     reasoning_template: bool  # the generation prompt opens a think block (DeepSeek-R1-Distill)
 
 
-def render(tokenizer, messages, generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+def render(tokenizer, messages, generation_prompt: bool = False, thinking: Thinking = "on") -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
+                                         **template_options(thinking))
 
 
-def opens_think_block(tokenizer) -> bool:
+def template_options(thinking: Thinking) -> dict:
+    """What --thinking passes to the chat template (templates that do not read enable_thinking ignore it)."""
+    return {"enable_thinking": thinking == "on"}
+
+
+def check_thinking(tokenizer, thinking: Thinking) -> None:
+    """--thinking off needs a template whose generation prompt changes with enable_thinking (Qwen3)."""
+    if thinking == "on":
+        return
+    probe = [{"role": "user", "content": "hi"}]
+    if render(tokenizer, probe, True, "off") == render(tokenizer, probe, True, "on"):
+        raise UserError("--thinking off: this chat template's generation prompt does not change with enable_thinking, "
+                        "so the model has no non-thinking prompt to train after; leave --thinking on (the default)")
+
+
+def without_reasoning(messages: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if k != "reasoning"} for m in messages]
+
+
+def opens_think_block(tokenizer, thinking: Thinking = "on") -> bool:
     """Whether the chat template's generation prompt opens a think block the rendering of a reply lacks
     (DeepSeek-R1-Distill): then replies are trained as the module docstring says."""
     probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    return assistant_turn(tokenizer, probe, 1).reasoning_template
+    try:
+        return assistant_turn(tokenizer, probe, 1, thinking=thinking).reasoning_template
+    except HistoryRewritten:  # its replies are trained per reply (reply_turn), after the generation prompt as it is
+        return False
+
+
+def how_replies_train(tokenizer, thinking: Thinking = "on", empty_think: bool = True) -> str | None:
+    """A line for the log when replies are not trained in one pass over each conversation: reasoning templates and
+    templates that rewrite history (found on a two-exchange probe); None for a template that only appends."""
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+             {"role": "user", "content": "again"}, {"role": "assistant", "content": "bye"}]
+    if thinking == "on" and opens_think_block(tokenizer, thinking):
+        return ("reasoning template: each reply is trained after the <think> prompt inference uses, with its "
+                f"reasoning or {'an empty think block' if empty_think else 'none'}; each reply of a conversation is "
+                "its own example")
+    if thinking == "off" and opens_think_block(tokenizer, thinking):
+        return ("reasoning template, --thinking off: each reply is trained without its reasoning, after the prompt "
+                "that closes the think block; each reply of a conversation is its own example")
+    try:
+        conversation_pieces(tokenizer, probe, empty_think, thinking)
+    except HistoryRewritten as err:
+        return (f"{err}: each reply is trained as its own example, after the conversation as inference "
+                "renders it" + (", without its reasoning (--thinking off)" if thinking == "off" else ""))
+    return None
 
 
 def with_reasoning_inline(message: dict) -> dict:
@@ -69,34 +134,41 @@ def with_reasoning_inline(message: dict) -> dict:
     return {**message, "content": f"{THINK_OPEN}\n{message['reasoning']}\n{THINK_CLOSE}\n\n{message['content']}"}
 
 
-def assistant_turn(tokenizer, messages: list[dict], i: int, empty_think: bool = True) -> Turn:
+def assistant_turn(tokenizer, messages: list[dict], i: int, empty_think: bool = True,
+                   thinking: Thinking = "on") -> Turn:
     """Split the rendering of assistant message i (given messages[:i] before it) into prompt, target and after."""
-    done = render(tokenizer, messages[:i])
-    ask = render(tokenizer, messages[:i], generation_prompt=True)
-    full = render(tokenizer, messages[: i + 1])
-    probe = render(tokenizer, messages[:i] + [{"role": "assistant", "content": SENTINEL}])
+    done = render(tokenizer, messages[:i], thinking=thinking)
+    ask = render(tokenizer, messages[:i], True, thinking)
+    full = render(tokenizer, messages[: i + 1], thinking=thinking)
+    probe = render(tokenizer, messages[:i] + [{"role": "assistant", "content": SENTINEL}], thinking=thinking)
     for text, what in ((ask, "the generation prompt"), (full, f"message {i}"), (probe, f"message {i}")):
         if not text.startswith(done):
-            raise TemplateError(rewrite_message(done, text, what))
+            raise HistoryRewritten(rewrite_message(done, text, what))
     ask, turn, probe = ask[len(done):], full[len(done):], probe[len(done):]
     if SENTINEL not in probe:
         raise TemplateError("the chat template does not write an assistant message's content into the text; "
                             "labels cannot be taken from its rendering")
     header, trailer = probe.split(SENTINEL, 1)  # what the template writes before and after any reply
+    end = end_of_turn(tokenizer, trailer)  # the part of the trailer the model writes: up to the end-of-turn token
+    after = trailer[len(end):]
+    # the usual case: inference asks with (a prefix of) what the template writes before the reply, the model writes
+    # the rest (Qwen3 writes the reply's reasoning there, so it is not always the probe's header)
+    if header.startswith(ask) and turn.startswith(ask) and turn.endswith(trailer):
+        return Turn(ask, turn[len(ask): len(turn) - len(trailer)] + end, after, True, False)
     if not (turn.startswith(header) and turn.endswith(trailer)):
         raise TemplateError(f"the chat template renders assistant message {i} as {turn[:60]!r}..., not between "
                             f"{header!r} and {trailer!r} as it renders other replies; labels cannot be taken from it")
     body = turn[len(header): len(turn) - len(trailer)]  # the reply's content as the template writes it
-    end = end_of_turn(tokenizer, trailer)  # the part of the trailer the model writes: up to the end-of-turn token
-    after = trailer[len(end):]
-    # the usual case: inference asks with (a prefix of) the header, the model writes the rest
-    if header.startswith(ask):
-        return Turn(ask, header[len(ask):] + body + end, after, True, False)
     opener = ask[len(header):] if ask.startswith(header) else None
+    if opener is not None and EMPTY_THINK.fullmatch(opener):
+        # a prompt that opens and closes an empty think block (an R1-Distill template given enable_thinking=False):
+        # the model writes the reply right after it
+        return Turn(ask, messages[i]["content"] + end, after, False, True)
     if opener is None or opener.strip() != THINK_OPEN:
         raise TemplateError(f"the generation prompt {ask!r} is not the assistant header {header!r} the template "
                             "writes before a reply" + (f": it adds {opener!r}, and only a reasoning opener (<think>) "
-                                                       "is understood there" if opener else ""))
+                                                       "or an empty think block (<think></think>) is understood "
+                                                       "there" if opener else ""))
     reasoning = messages[i].get("reasoning")
     if reasoning is None and not empty_think:  # the reply as the template renders it: trained right after the header
         return Turn(header, body + end, after, True, True)
@@ -107,16 +179,19 @@ def assistant_turn(tokenizer, messages: list[dict], i: int, empty_think: bool = 
 
 
 def end_of_turn(tokenizer, trailer: str) -> str:
-    """The part of the template's reply trailer the model writes: up to the last end-of-sequence or end-of-turn
-    token in it (eos_token, or the tokenizer's special tokens that end a turn), else the whole trailer."""
-    ends = [t for t in {tokenizer.eos_token, *getattr(tokenizer, "all_special_tokens", [])} if t and t in trailer]
+    """The part of the template's reply trailer the model writes: up to its first end-of-sequence or end-of-turn
+    token (eos_token, or a special token: Phi-3.5's <|end|>), else the whole trailer. What the template writes after
+    it (Qwen's "\n", Phi-3.5's "<|endoftext|>" at the end of a conversation) is not the model's to write."""
+    specials = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    ends = [t for t in {tokenizer.eos_token, *getattr(tokenizer, "all_special_tokens", []), *specials}
+            if t and t in trailer]
     if not ends:
         return trailer
-    return trailer[: max(trailer.rfind(t) + len(t) for t in ends)]
+    return trailer[: min(trailer.find(t) + len(t) for t in ends)]
 
 
 def rewrite_message(before: str, after: str, what: str) -> str:
-    """Why a template cannot give labels: rendering `what` changed text rendered before it. Says what changed."""
+    """How a template rewrites history: rendering `what` changed text rendered before it. Says what changed."""
     common = 0
     while common < min(len(before), len(after)) and before[common] == after[common]:
         common += 1
@@ -124,19 +199,39 @@ def rewrite_message(before: str, after: str, what: str) -> str:
     if opening != -1 and ">" not in before[opening:common]:  # the texts part inside a tag: show the whole tag
         common = opening
     lost = before[common:]
-    if common == len(after.rstrip()) or (len(lost) < 40 and after.startswith(before[:common]) and common > 0
-                                         and before.endswith(lost)):
+    if THINK_OPEN in before[common:common + 80] and THINK_OPEN not in after[common:common + 80]:
+        behaviour = (f"it drops an earlier assistant turn's think block once {what} follows (Qwen3's template does): "
+                     f"{before[max(0, common - 20):common + 40]!r} becomes {after[max(0, common - 20):common + 40]!r}")
+    elif common == len(after.rstrip()) or (len(lost) < 40 and after.startswith(before[:common]) and common > 0):
         behaviour = (f"it writes {lost!r} at the end of a conversation only when nothing follows (a trailing end "
                      "token that moves once the next turn or the generation prompt is added), so a turn's text "
                      "depends on what comes after it")
-    elif THINK_OPEN in before[common:common + 80] and THINK_OPEN not in after[common:common + 80]:
-        behaviour = (f"it drops an earlier assistant turn's think block once {what} follows (Qwen3's template does): "
-                     f"{before[max(0, common - 20):common + 40]!r} becomes {after[max(0, common - 20):common + 40]!r}")
     else:
         behaviour = (f"adding {what} changes what was already rendered: {before[max(0, common - 20):common + 40]!r} "
                      f"becomes {after[max(0, common - 20):common + 40]!r}")
-    return (f"the chat template rewrites history: {behaviour}; labels are taken only from templates whose rendering "
-            "grows turn by turn, so this template is not supported (use a model whose template only appends)")
+    return f"the chat template rewrites history: {behaviour}"
+
+
+def reply_turn(tokenizer, messages: list[dict], i: int, thinking: Thinking = "on") -> Turn:
+    """Assistant message i trained on its own, for a template that rewrites history: prompt is the conversation
+    before it as inference renders it (with the generation prompt), target what the template writes for the reply
+    as the last turn after that prompt, up to its end-of-turn token (see the module docstring)."""
+    ask = render(tokenizer, messages[:i], True, thinking)
+    full = render(tokenizer, messages[:i] + [with_reasoning_inline(messages[i])], thinking=thinking)
+    probe = render(tokenizer, messages[:i] + [{"role": "assistant", "content": SENTINEL}], thinking=thinking)
+    if not full.startswith(ask):
+        raise TemplateError(f"{rewrite_message(ask, full, f'assistant message {i}')}, and the generation prompt is "
+                            "not how it renders that reply, so a reply cannot be trained after the prompt inference "
+                            "uses; this template is not supported")
+    if SENTINEL not in probe:
+        raise TemplateError("the chat template does not write an assistant message's content into the text; "
+                            "labels cannot be taken from its rendering")
+    trailer = probe.split(SENTINEL, 1)[1]
+    if not full.endswith(trailer):
+        raise TemplateError(f"the chat template ends assistant message {i} as {full[-60:]!r}, not with {trailer!r} as "
+                            "it ends other replies; labels cannot be taken from it")
+    end = end_of_turn(tokenizer, trailer)
+    return Turn(ask, full[len(ask): len(full) - len(trailer)] + end, trailer[len(end):], False, False)
 
 
 def tokenize_pieces(tokenizer, pieces: list[tuple[str, int | None]], max_length: int | None):
@@ -164,33 +259,34 @@ def tokenize_pieces(tokenizer, pieces: list[tuple[str, int | None]], max_length:
     return out
 
 
-def conversation_pieces(tokenizer, messages: list[dict], empty_think: bool = True):
+def conversation_pieces(tokenizer, messages: list[dict], empty_think: bool = True, thinking: Thinking = "on"):
     """The rendering of a conversation as [(text, turn)], turn the assistant message index of a trained piece
     (None for context), and {turn: Turn} for the replies. The pieces join to the template's rendering when every
-    reply is rendered in history as it is trained (Turn.in_history); otherwise only the Turns are of use."""
+    reply is rendered in history as it is trained (Turn.in_history); otherwise only the Turns are of use.
+    Raises HistoryRewritten when rendering a message changes text rendered before it."""
     pieces, turns, done = [], {}, ""
     for i, message in enumerate(messages):
         if message["role"] == "assistant":
-            turn = assistant_turn(tokenizer, messages, i, empty_think)
-            # no reasoning in this template: keep it inline
+            turn = assistant_turn(tokenizer, messages, i, empty_think, thinking)
+            # reasoning the template does not take apart: inline, as R1 writes it (Qwen3 takes it apart again)
             if not turn.reasoning_template and message.get("reasoning"):
                 messages = messages[:i] + [with_reasoning_inline(message)] + messages[i + 1:]
-                turn = assistant_turn(tokenizer, messages, i, empty_think)
+                turn = assistant_turn(tokenizer, messages, i, empty_think, thinking)
             turns[i] = turn
             pieces += [(turn.prompt, None), (turn.target, i), (turn.after, None)]
             done = (done + turn.prompt + turn.target + turn.after if turn.in_history
-                    else render(tokenizer, messages[: i + 1]))
+                    else render(tokenizer, messages[: i + 1], thinking=thinking))
         else:
-            full = render(tokenizer, messages[: i + 1])
+            full = render(tokenizer, messages[: i + 1], thinking=thinking)
             if not full.startswith(done):
-                raise TemplateError(rewrite_message(done, full, f"message {i} ({message['role']})"))
+                raise HistoryRewritten(rewrite_message(done, full, f"message {i} ({message['role']})"))
             pieces.append((full[len(done):], None))
             done = full
     return [(text, turn) for text, turn in pieces if text], turns, messages
 
 
 def build_examples(tokenizer, messages: list[dict], layout: Layout = "all_turns", max_length: int | None = None,
-                   empty_think: bool = True):
+                   empty_think: bool = True, thinking: Thinking = "on"):
     """Training examples {"input_ids", "labels"} for one conversation, and how many were dropped.
 
     An example longer than max_length keeps what fits; one left with no trained token is dropped.
@@ -198,10 +294,18 @@ def build_examples(tokenizer, messages: list[dict], layout: Layout = "all_turns"
     """
     if layout not in LAYOUTS:
         raise UserError(f"label_layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    pieces, turns, messages = conversation_pieces(tokenizer, messages, empty_think)
+    if thinking == "off":  # the non-thinking model writes no reasoning
+        messages = without_reasoning(messages)
+    try:
+        pieces, turns, messages = conversation_pieces(tokenizer, messages, empty_think, thinking)
+        per_reply = False
+    except HistoryRewritten:  # each reply on its own, after the conversation as inference renders it
+        turns = {i: reply_turn(tokenizer, messages, i, thinking)
+                 for i, m in enumerate(messages) if m["role"] == "assistant"}
+        per_reply = True
     order = sorted(turns)
     plans = {"all_turns": [set(order)], "last_turn": [{order[-1]}], "split": [{t} for t in order]}[layout]
-    exact_history = all(turn.in_history for turn in turns.values())
+    exact_history = not per_reply and all(turn.in_history for turn in turns.values())
     if not exact_history and layout == "all_turns":
         plans = [{t} for t in order]  # history differs from the trained turn: one example per reply (see above)
     examples, dropped = [], 0
@@ -213,8 +317,10 @@ def build_examples(tokenizer, messages: list[dict], layout: Layout = "all_turns"
                 selected.append((text, turn if turn in trained else None))
                 if turn == last:
                     break
+        elif per_reply:  # the prompt is the whole context, tokenized as inference tokenizes it
+            selected = [(turns[last].prompt, None), (turns[last].target, last)]
         else:  # history as the template renders it, then the reply as inference asks for it
-            selected = [(render(tokenizer, messages[:last]), None), (turns[last].prompt, None),
+            selected = [(render(tokenizer, messages[:last], thinking=thinking), None), (turns[last].prompt, None),
                         (turns[last].target, last)]
         input_ids, labels = [], []
         for ids, turn in tokenize_pieces(tokenizer, [p for p in selected if p[0]], max_length):
@@ -258,21 +364,23 @@ def marked_text(tokenizer, input_ids: list[int], labels: list[int], color: bool 
     return "".join(parts)
 
 
-def conversation_examples(tokenizer, conversation, layout: Layout, max_length: int | None, empty_think: bool = True):
+def conversation_examples(tokenizer, conversation, layout: Layout, max_length: int | None, empty_think: bool = True,
+                          thinking: Thinking = "on"):
     """build_examples of a Conversation (or of a plain list of messages)."""
     messages = conversation.messages if hasattr(conversation, "messages") else conversation
-    return build_examples(tokenizer, messages, layout, max_length, empty_think)
+    return build_examples(tokenizer, messages, layout, max_length, empty_think, thinking)
 
 
 def build_dataset(tokenizer, conversations, layout: Layout, max_length: int, source=None, empty_think: bool = True,
-                  examples_of=conversation_examples):
+                  examples_of=conversation_examples, thinking: Thinking = "on"):
     """Examples for all conversations, and counts for the log. A template that cannot give labels is reported at
     the first conversation it fails on, as source:line. examples_of builds one conversation's examples (the vision
     recipe's adds the image files each example shows)."""
+    check_thinking(tokenizer, thinking)
     examples, dropped = [], 0
     for conversation in conversations:
         try:
-            new, lost = examples_of(tokenizer, conversation, layout, max_length, empty_think)
+            new, lost = examples_of(tokenizer, conversation, layout, max_length, empty_think, thinking)
         except TemplateError as err:
             raise DataError(source or "data", getattr(conversation, "line", None), "messages", str(err)) from None
         examples += new

@@ -129,11 +129,11 @@ def label_tokenizer(processor):
 
 
 def build_vision_examples(tokenizer, conversation: VisionConversation, layout: str, max_length: int | None,
-                          empty_think: bool = True):
+                          empty_think: bool = True, thinking: str = "on"):
     """common.labels.build_examples, plus the image files each example shows (its first k images, where k is the
     number of <|image|> tokens left in it: a `split` example or a truncated one may stop before a later image)."""
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    examples, dropped = build_examples(tokenizer, conversation.messages, layout, max_length, empty_think)
+    examples, dropped = build_examples(tokenizer, conversation.messages, layout, max_length, empty_think, thinking)
     for example in examples:
         if image_id in [label for label in example["labels"] if label != IGNORE_INDEX]:
             raise TemplateError(f"an {IMAGE_TOKEN} token would be trained; the chat template renders images inside "

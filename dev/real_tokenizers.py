@@ -82,6 +82,32 @@ def tokenizer_json(family: str) -> dict:
     return skeleton
 
 
+def sentencepiece_model(family: str) -> bytes | None:
+    """The family's tokenizer.model, for a SentencePiece vocabulary (Phi-3.5): its pieces, scores and types as the
+    vocab GGUF has them (the GGUF's token types are SentencePiece's piece types). The hub repo ships it, and llama.cpp's
+    converter reads the vocabulary from it, not from tokenizer.json; None for a BPE vocabulary."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    skeleton = json.loads((_family_dir(family) / "tokenizer_skeleton.json").read_text(encoding="utf-8"))
+    vocab = json.loads(lzma.decompress((FIXTURES / "vocab" / f"{skeleton['model']['vocab']}.json.xz").read_bytes()))
+    if "scores" not in vocab:
+        return None
+    size = len(tokenizer_json(family)["model"]["vocab"])  # the added tokens after it come from tokenizer_config.json
+    proto = sentencepiece_model_pb2.ModelProto()
+    for token, score, kind in zip(vocab["tokens"][:size], vocab["scores"][:size], vocab["token_types"][:size]):
+        proto.pieces.add(piece=token, score=score, type=kind)
+    proto.trainer_spec.model_type = sentencepiece_model_pb2.TrainerSpec.BPE
+    proto.trainer_spec.vocab_size = size
+    proto.trainer_spec.byte_fallback = True
+    proto.trainer_spec.unk_id, proto.trainer_spec.bos_id, proto.trainer_spec.eos_id = 0, 1, 2
+    proto.trainer_spec.pad_id = -1
+    proto.normalizer_spec.name = "identity"
+    proto.normalizer_spec.add_dummy_prefix = True  # the skeleton's Prepend("▁")
+    proto.normalizer_spec.remove_extra_whitespaces = False
+    proto.normalizer_spec.escape_whitespaces = True
+    return proto.SerializeToString()
+
+
 def tokenizer_dir(family: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Build (once) and return a folder with the family's tokenizer.json, tokenizer_config.json, config.json and
     generation_config.json (where the hub has one), as the hub repo has them."""
@@ -115,6 +141,8 @@ def build_tiny_family_model(family: str, cache_dir: str | os.PathLike | None = N
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.save_pretrained(staging)  # writes the tiny config.json, and a generation_config.json of its own
+        if (sp_model := sentencepiece_model(family)) is not None:
+            (staging / "tokenizer.model").write_bytes(sp_model)
         if (FIXTURES / family / "generation_config.json").exists():
             shutil.copyfile(FIXTURES / family / "generation_config.json", staging / "generation_config.json")
         else:

@@ -1,13 +1,17 @@
 """Fine-tune a DeepSeek chat model on multi-turn conversations, training on the assistant's words only.
 
 What it trains: LoRA adapters on every linear layer of deepseek-ai/deepseek-llm-7b-chat (or any
-DeepSeek / DeepSeek-R1-Distill id or local path), loaded in 4-bit (QLoRA) with Unsloth.
+DeepSeek / DeepSeek-R1-Distill id or local path, or another chat model: Qwen2.5, Qwen3, Phi-3.5, Llama 3), loaded in
+4-bit (QLoRA) with Unsloth.
 On what: datasets/chat_multiturn (300 Chinese and English conversations, 2-3 exchanges each), or your
 own JSONL/JSON in OpenAI `messages`, ShareGPT `conversations` or instruction/response format.
 Labels: every assistant reply and its end-of-turn token; never system or user text or the "Assistant:"
 header (--label-layout all_turns | last_turn | split, see docs/labels-and-tokenizers.md). R1-Distill models: each
 reply is trained after the "<｜Assistant｜><think>\\n" prompt inference uses, with its reasoning (reasoning_content, or
-<think>...</think> in the content) or an empty think block (--no-empty-think: none).
+<think>...</think> in the content) or an empty think block (--no-empty-think: none). Qwen3 and Phi-3.5, whose
+templates rewrite history: each reply is trained on its own, after the conversation as inference renders it.
+--thinking off passes enable_thinking=False (Qwen3's prompt then closes an empty think block) and trains the replies
+without their reasoning.
 Tokenizer: checked against the model's own tokenizer.json and rebuilt from it when transformers loads it wrong
 (deepseek-llm-7b-chat and R1-Distill-Llama, transformers#45488); the preflight checks it round-trips the data.
 GPU memory: about 7 GB for the 7B model in 4-bit at 2K context, batch 2 (fits a free 15 GB T4);
@@ -45,7 +49,7 @@ from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
 from common.export import check_export_request, export_run
 from common.hub import check_model_available
-from common.labels import build_dataset, opens_think_block
+from common.labels import build_dataset, how_replies_train, template_options
 from common.lora import (INITS, NEEDS_16BIT, AdaLoraBudget, adalora_config, check_adalora_schedule,
                          check_lora_options, loftq_on_4bit, loftq_without_gpu, memory_note, planned_steps,
                          report_adalora_ranks, resolve_targets, save_adapter, save_pissa_start)
@@ -88,6 +92,7 @@ class Config:
     # which replies are trained: docs/labels-and-tokenizers.md
     label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"
     empty_think: bool = True  # R1-Distill, reply without reasoning: train an empty think block after "<think>\n"
+    thinking: Literal["on", "off"] = "on"  # enable_thinking for templates that read it (Qwen3); off: no reasoning
     skip_bad_rows: bool = False  # skip and count bad rows instead of stopping at the first
     # training
     batch_size: int = 2  # per step; padding-free on a GPU, so no compute is spent on padding
@@ -239,12 +244,12 @@ model.print_trainable_parameters()
 
 # %% data and labels
 train_examples, train_stats = build_dataset(tokenizer, train_data.conversations, cfg.label_layout, cfg.max_seq_length,
-                                            source=cfg.train_file, empty_think=cfg.empty_think)
+                                            source=cfg.train_file, empty_think=cfg.empty_think, thinking=cfg.thinking)
 eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length,
-                                          source=cfg.eval_file, empty_think=cfg.empty_think)
-if opens_think_block(tokenizer):  # DeepSeek-R1-Distill: docs/reasoning-models.md
-    print("reasoning template: each reply is trained after the <think> prompt inference uses, with its reasoning or "
-          f"{'an empty think block' if cfg.empty_think else 'none'}; each reply of a conversation is its own example")
+                                          source=cfg.eval_file, empty_think=cfg.empty_think, thinking=cfg.thinking)
+# R1-Distill, Qwen3, Phi-3.5: one example per reply (docs/labels-and-tokenizers.md, docs/reasoning-models.md)
+if how := how_replies_train(tokenizer, cfg.thinking, cfg.empty_think):
+    print(how)
 for name, stats in (("train", train_stats), ("eval", eval_stats)):
     print(f"{name} [{cfg.label_layout}]: {stats['examples']} examples from {stats['conversations']} conversations, "
           f"{stats['trained_tokens']} trained of {stats['tokens']} tokens, "
@@ -334,7 +339,7 @@ metrics = trainer.evaluate()
 print(f"held-out loss (assistant tokens only, {cfg.label_layout}): {metrics['eval_loss']:.4f}")
 FastLanguageModel.for_inference(model)
 replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts] if launch.is_main else [],
-                          cfg.max_new_tokens)
+                          cfg.max_new_tokens, chat_options=template_options(cfg.thinking))
 
 # %% save
 if launch.is_main:

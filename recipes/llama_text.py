@@ -9,6 +9,7 @@ with the Llama-3 chat template; or your own JSONL/JSON in any format docs/data-f
 Labels: each reply and its <|eot_id|>; never the prompt or the "<|start_header_id|>assistant" header. The
 Llama-3.1/3.2 template opens every conversation with a "Cutting Knowledge Date ... Today Date" system block: it is
 context, rendered the same way at inference (and in the exported Ollama Modelfile).
+--thinking on|off is passed to chat templates that read enable_thinking (Qwen3); see docs/reasoning-models.md.
 LoRA variants: --use-rslora, --use-dora, --init gaussian|pissa|loftq, --adalora (see docs/lora-options.md for when
 to use which).
 GPU memory: about 7.3 GiB for the 8B model in 4-bit at 2K context, batch 2 (the reference measurement of raw
@@ -49,7 +50,7 @@ from common.errors import UserError, report_user_errors
 from common.evaluate import compare_replies
 from common.export import check_export_request, export_run
 from common.hub import check_model_available
-from common.labels import build_dataset, opens_think_block
+from common.labels import build_dataset, how_replies_train, template_options
 from common.lora import (INITS, NEEDS_16BIT, AdaLoraBudget, adalora_config, check_adalora_schedule,
                          check_lora_options, loftq_on_4bit, loftq_without_gpu, memory_note, planned_steps,
                          report_adalora_ranks, resolve_targets, save_adapter, save_pissa_start)
@@ -92,6 +93,7 @@ class Config:
     # which replies are trained: docs/labels-and-tokenizers.md
     label_layout: Literal["all_turns", "last_turn", "split"] = "all_turns"
     empty_think: bool = True  # R1-Distill, reply without reasoning: train an empty think block after "<think>\n"
+    thinking: Literal["on", "off"] = "on"  # enable_thinking for templates that read it (Qwen3); off: no reasoning
     skip_bad_rows: bool = False  # skip and count bad rows instead of stopping at the first
     # training
     batch_size: int = 2  # per step; padding-free on a GPU, so no compute is spent on padding
@@ -243,12 +245,12 @@ model.print_trainable_parameters()
 
 # %% data and labels
 train_examples, train_stats = build_dataset(tokenizer, train_data.conversations, cfg.label_layout, cfg.max_seq_length,
-                                            source=cfg.train_file, empty_think=cfg.empty_think)
+                                            source=cfg.train_file, empty_think=cfg.empty_think, thinking=cfg.thinking)
 eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length,
-                                          source=cfg.eval_file, empty_think=cfg.empty_think)
-if opens_think_block(tokenizer):  # DeepSeek-R1-Distill: docs/reasoning-models.md
-    print("reasoning template: each reply is trained after the <think> prompt inference uses, with its reasoning or "
-          f"{'an empty think block' if cfg.empty_think else 'none'}; each reply of a conversation is its own example")
+                                          source=cfg.eval_file, empty_think=cfg.empty_think, thinking=cfg.thinking)
+# R1-Distill, Qwen3, Phi-3.5: one example per reply (docs/labels-and-tokenizers.md, docs/reasoning-models.md)
+if how := how_replies_train(tokenizer, cfg.thinking, cfg.empty_think):
+    print(how)
 for name, stats in (("train", train_stats), ("eval", eval_stats)):
     print(f"{name} [{cfg.label_layout}]: {stats['examples']} examples from {stats['conversations']} conversations, "
           f"{stats['trained_tokens']} trained of {stats['tokens']} tokens, "
@@ -338,7 +340,7 @@ metrics = trainer.evaluate()
 print(f"held-out loss (assistant tokens only, {cfg.label_layout}): {metrics['eval_loss']:.4f}")
 FastLanguageModel.for_inference(model)
 replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts] if launch.is_main else [],
-                          cfg.max_new_tokens)
+                          cfg.max_new_tokens, chat_options=template_options(cfg.thinking))
 
 # %% save
 if launch.is_main:

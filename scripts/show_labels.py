@@ -3,11 +3,17 @@
     python scripts/show_labels.py datasets/chat_multiturn/train.jsonl --model tiny
     python scripts/show_labels.py my_data.jsonl --model deepseek-ai/deepseek-llm-7b-chat --label-layout split
     python scripts/show_labels.py my_data.jsonl --model tiny --jsonl    # one JSON object per input row
+    python scripts/show_labels.py my_data.jsonl --model Qwen/Qwen3-0.6B --thinking off   # Qwen3 without thinking
 
 It needs only the tokenizer (no GPU, no model weights). The view marks the trained part in green (or
 between ⟦ and ⟧ when the output is not a terminal). With --jsonl each input row, in input order, prints
 {"line": N, "trained_spans": [...], "trained_tokens": T}: the decoded text of each maximal run of trained
 tokens. Under the default layout that is one span per assistant turn.
+
+Reasoning templates (DeepSeek-R1-Distill) and templates that rewrite history (Qwen3, Phi-3.5) train each reply as
+its own example, after the conversation as inference renders it: the view shows one example per reply, and says why
+first. --thinking on|off is passed to the chat template as enable_thinking, as the recipes' flag (Qwen3: off trains
+each reply without reasoning, after the prompt that closes an empty think block).
 
 Image conversations (the vision recipe's data: content parts like {"type": "image", "image": "a.png"}) are
 rendered with the processor's chat template, each image shown as the <|image|> token where it stands (never
@@ -22,7 +28,8 @@ import sys
 from common.data import DataError, read_records, to_messages
 from common.errors import UserError, report_user_errors
 from common.hub import check_model_available
-from common.labels import IGNORE_INDEX, LAYOUTS, TemplateError, build_examples, marked_text, trained_spans
+from common.labels import (IGNORE_INDEX, LAYOUTS, TemplateError, build_examples, check_thinking, how_replies_train,
+                           marked_text, trained_spans)
 from common.tokenizer import load_tokenizer
 from common.vision import build_vision_examples, is_vision_record, label_tokenizer, to_vision_messages
 
@@ -63,6 +70,9 @@ def main(argv=None):
     parser.add_argument("--no-empty-think", "--no_empty_think", dest="empty_think", action="store_false",
                         help="R1-Distill: train a reply without reasoning right after <｜Assistant｜> "
                              "(as the recipes' flag)")
+    parser.add_argument("--thinking", default="on", choices=("on", "off"),
+                        help="enable_thinking for templates that read it (Qwen3); off: replies without reasoning "
+                             "(as the recipes' flag)")
     args = parser.parse_args(argv)
     if args.max_seq_length < 1:
         raise UserError(f"--max-seq-length {args.max_seq_length}: must be a positive integer")
@@ -72,6 +82,9 @@ def main(argv=None):
     # with --jsonl, stdout is one JSON object per row: what the loading has to say goes to stderr
     tokenizer = model_tokenizer(args.model, vision,
                                 log=lambda text: print(text, file=sys.stderr) if args.jsonl else print(text))
+    check_thinking(tokenizer, args.thinking)
+    if not args.jsonl and (how := how_replies_train(tokenizer, args.thinking, args.empty_think)):
+        print(how)
     color = sys.stdout.isatty()
     totals = {"rows": 0, "examples": 0, "trained_tokens": 0, "dropped": 0, "bad_rows": 0}
     for line, record in records:
@@ -92,10 +105,10 @@ def main(argv=None):
         try:
             if vision:
                 examples, dropped = build_vision_examples(tokenizer, conversation, args.label_layout,
-                                                          args.max_seq_length, args.empty_think)
+                                                          args.max_seq_length, args.empty_think, args.thinking)
             else:
                 examples, dropped = build_examples(tokenizer, conversation, args.label_layout, args.max_seq_length,
-                                                   args.empty_think)
+                                                   args.empty_think, args.thinking)
         except TemplateError as err:
             raise DataError(args.data, line, "messages", str(err)) from None
         spans = [span for e in examples for span in trained_spans(tokenizer, e["input_ids"], e["labels"])]

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from common.data import load_conversations
-from common.labels import IGNORE_INDEX, TemplateError, build_dataset, build_examples, trained_spans
+from common.labels import (IGNORE_INDEX, TemplateError, build_dataset, build_examples, how_replies_train,
+                           trained_spans)
 
 ADVERSARIAL = Path(__file__).parent / "data" / "adversarial.jsonl"
 EOS = "<｜end▁of▁sentence｜>"
@@ -194,14 +195,19 @@ def test_template_that_rewrites_history_is_refused_with_file_and_line(tiny_token
         build_dataset(tok, load_conversations(data).conversations, "all_turns", 64, source=data)
 
 
-def test_a_trailing_end_token_that_moves_is_named(tiny_tokenizer):
+def test_a_trailing_end_token_that_moves_trains_each_reply_after_the_inference_prompt(tiny_tokenizer):
     tok = tiny_tokenizer.__class__.from_pretrained(tiny_tokenizer.name_or_path)
     # Phi-3.5's shape: <|endoftext|> (here the eos token) only when no generation prompt follows
     tok.chat_template = ("{% for m in messages %}{{ '<｜User｜>' if m['role'] == 'user' else '<｜Assistant｜>' }}"
                          "{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}{{ '<｜Assistant｜>' }}"
                          "{% else %}{{ eos_token }}{% endif %}")
-    with pytest.raises(TemplateError, match="a trailing end token that moves"):
-        build_examples(tok, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    assert "a trailing end token that moves" in how_replies_train(tok)
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+    examples, _ = build_examples(tok, messages, "all_turns")
+    assert [tok.decode(e["input_ids"]) for e in examples] == [
+        "<｜User｜>a<｜Assistant｜>b" + EOS, "<｜User｜>a<｜Assistant｜>b<｜User｜>c<｜Assistant｜>d" + EOS]
+    assert [trained_spans(tok, e["input_ids"], e["labels"]) for e in examples] == [["b" + EOS], ["d" + EOS]]
 
 
 def test_a_fifty_megabyte_reply_is_cut_before_it_is_tokenized(tiny_tokenizer):

@@ -87,6 +87,20 @@ def test_template_renders_exactly_what_the_chat_template_renders(family):
     assert checked is not None and checked.template == fmt.template, note
 
 
+def test_qwen3_template_asks_as_training_did_in_both_thinking_modes():
+    """A run trained with --thinking off was prompted after a closed empty think block: its TEMPLATE writes it too;
+    with thinking on, the TEMPLATE ends at the header, where the model opens its think block itself."""
+    tokenizer = tokenizer_of("qwen3-0.6b")
+    cases = [c for c in conversations() if "</think>" not in str(c)][:60]
+    for thinking, tail in ((True, "<|im_start|>assistant\n"),
+                           (False, "<|im_start|>assistant\n<think>\n\n</think>\n\n")):
+        fmt, note = checked_format(tokenizer, tokenizer.chat_template, None, cases, {"enable_thinking": thinking})
+        assert fmt is not None and fmt.template.endswith(tail) and ("thinking off" in note) == (not thinking), note
+        for messages in cases:
+            assert go_render(fmt.template, messages) == tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_stops_cover_every_end_of_turn_token(family):
     """Every token the model ends a turn with (generation_config's eos ids, else the tokenizer's EOS) stops Ollama,

@@ -2,6 +2,7 @@
 (fixtures/tokenizers, rebuilt offline from llama.cpp's vocab files): tokenizer loading, labels span by span,
 R1-Distill reasoning, and a tiny random model of the real architecture through the DeepSeek recipe, the GGUF
 export, the greedy parity check, and what the Ollama Modelfile feeds the model."""
+import copy
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.data import load_conversations
-from common.labels import build_dataset, build_examples, render, trained_runs, trained_spans
+from common.labels import build_dataset, build_examples, how_replies_train, render, trained_runs, trained_spans
 from conftest import ROOT, run
 
 ADVERSARIAL = ROOT / "tests/data/adversarial.jsonl"
@@ -23,9 +24,13 @@ EXPECTED = {
     "deepseek-r1-distill-llama-8b": lambda reply: "\n</think>\n\n" + reply + DEEPSEEK_EOS,  # an empty think block
     "deepseek-r1-distill-qwen-1.5b": lambda reply: "\n</think>\n\n" + reply + DEEPSEEK_EOS,
     "qwen2.5-7b-instruct": lambda reply: reply + "<|im_end|>",  # the "\n" after <|im_end|> is context
+    # the last turn's think block (empty without reasoning), as Qwen3's template writes it after its prompt
+    "qwen3-0.6b": lambda reply: "<think>\n\n</think>\n\n" + reply.lstrip("\n") + "<|im_end|>",
+    "phi-3.5-mini-instruct": lambda reply: reply + "<|end|>",  # never the <|endoftext|> that ends a conversation
 }
 FAMILIES = sorted(EXPECTED)
 R1 = [f for f in FAMILIES if "r1-distill" in f]
+PER_REPLY = {"qwen3-0.6b", "phi-3.5-mini-instruct"}  # templates that rewrite history: one example per reply
 BROKEN_BY_TRANSFORMERS = {"deepseek-llm-7b-chat", "deepseek-r1-distill-llama-8b"}  # transformers#45488, from a folder
 
 
@@ -85,11 +90,16 @@ def test_labels_span_by_span(family, layout, tokenizers):
         spans = [span for e in examples for span in trained_spans(tokenizer, e["input_ids"], e["labels"])]
         wanted = [expected(reply) for reply in replies(messages)]
         assert dropped == 0 and spans == (wanted[-1:] if layout == "last_turn" else wanted), (family, conversation.line)
-        if layout == "split" or family in R1:  # one reply per example: its context is exactly what inference renders
+        if layout == "split" or family in R1 or family in PER_REPLY:  # one reply per example: its context is
+            # exactly what inference renders
             reply_turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
             for example, turn in zip(examples, reply_turns[-len(examples):]):
                 (start, _), = trained_runs(example["labels"])
-                assert tokenizer.decode(example["input_ids"][:start]) == render(tokenizer, messages[:turn], True)
+                if family in PER_REPLY:  # the prompt tokenized whole, as inference tokenizes it
+                    assert example["input_ids"][:start] == tokenizer(render(tokenizer, messages[:turn], True),
+                                                                     add_special_tokens=False)["input_ids"]
+                else:
+                    assert tokenizer.decode(example["input_ids"][:start]) == render(tokenizer, messages[:turn], True)
 
 
 @pytest.mark.parametrize("family", R1)
@@ -127,18 +137,79 @@ def test_show_labels_shows_what_is_trained(family):
     assert rows[2]["trained_spans"] == ["\n</think>\n\nHello!" + DEEPSEEK_EOS]
 
 
-def test_templates_that_rewrite_history_are_refused_naming_the_row_and_why():
+def spans_of(tokenizer, messages, **options):
+    return [span for e in build_examples(tokenizer, messages, **options)[0]
+            for span in trained_spans(tokenizer, e["input_ids"], e["labels"])]
+
+
+def test_qwen3_trains_each_reply_as_inference_prompts_it_in_both_thinking_modes(tokenizers):
+    tokenizer, rows = tokenizers["qwen3-0.6b"], conversations(REASONING)
+    assert "drops an earlier assistant turn's think block" in how_replies_train(tokenizer, "on")
+    assert [spans_of(tokenizer, c.messages) for c in rows] == [
+        ["<think>\n17 + 25: 17 + 20 = 37, then + 5 = 42.\n</think>\n\n42.<|im_end|>"],  # reasoning_content
+        ["<think>\n阳光里波长短的蓝光被空气分子散射得最多。\n</think>\n\n因为瑞利散射：蓝光散射得最多。<|im_end|>"],
+        ["<think>\n\n</think>\n\nHello!<|im_end|>"],  # no reasoning: the empty block the template writes
+        ["<think>\nTwo threes.\n</think>\n\n6.<|im_end|>", "<think>\n\n</think>\n\n<br> breaks a line.<|im_end|>"],
+    ]
+    assert [spans_of(tokenizer, c.messages, thinking="off") for c in rows] == [
+        ["42.<|im_end|>"], ["因为瑞利散射：蓝光散射得最多。<|im_end|>"], ["Hello!<|im_end|>"],
+        ["6.<|im_end|>", "<br> breaks a line.<|im_end|>"]]
+    # each reply is its own example, after the prompt inference renders: history without think blocks
+    for thinking, opens in (("on", "<|im_start|>assistant\n"),
+                            ("off", "<|im_start|>assistant\n<think>\n\n</think>\n\n")):
+        first, second = build_examples(tokenizer, rows[3].messages, thinking=thinking)[0]
+        (start, _), = trained_runs(second["labels"])
+        assert tokenizer.decode(second["input_ids"][:start]).endswith(
+            "<|im_start|>assistant\n6.<|im_end|>\n<|im_start|>user\nAnd <br> in HTML?<|im_end|>\n" + opens)
+        assert "Two threes" not in tokenizer.decode(second["input_ids"])
+        stats = build_dataset(tokenizer, rows, "all_turns", 2048, thinking=thinking)[1]
+        assert stats["examples"] == 5 and stats["conversations"] == 4
+
+
+def test_phi35_trains_each_reply_up_to_its_end_token_never_the_endoftext(tokenizers):
+    tokenizer = tokenizers["phi-3.5-mini-instruct"]
+    assert "it writes '<|endoftext|>' at the end of a conversation only when nothing follows" in how_replies_train(
+        tokenizer)
+    messages = conversations(REASONING)[3].messages
+    examples = build_examples(tokenizer, messages)[0]
+    assert [trained_spans(tokenizer, e["input_ids"], e["labels"]) for e in examples] == [
+        ["<think>\nTwo threes.\n</think>\n\n6.<|end|>"], ["<br> breaks a line.<|end|>"]]  # reasoning inline, as R1's
+    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert all(e["input_ids"][-1] == tokenizer.convert_tokens_to_ids("<|end|>") and endoftext not in e["input_ids"]
+               for e in examples)
+
+
+def test_r1_template_that_closes_the_think_block_when_thinking_is_off(tokenizers):
+    tokenizer = copy.deepcopy(tokenizers["deepseek-r1-distill-qwen-1.5b"])
+    # llama.cpp-style: with enable_thinking false the generation prompt opens and closes an empty think block
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "{{'<｜Assistant｜><think>\\n'}}", "{{'<｜Assistant｜><think>\\n'}}{% if enable_thinking is defined and not "
+        "enable_thinking %}{{'</think>\\n\\n'}}{% endif %}")
+    rows = conversations(REASONING)
+    assert render(tokenizer, rows[2].messages[:1], True, "off").endswith("<｜Assistant｜><think>\n</think>\n\n")
+    assert [spans_of(tokenizer, c.messages, thinking="off") for c in rows] == [
+        ["42." + DEEPSEEK_EOS], ["因为瑞利散射：蓝光散射得最多。" + DEEPSEEK_EOS], ["Hello!" + DEEPSEEK_EOS],
+        ["6." + DEEPSEEK_EOS, "<br> breaks a line." + DEEPSEEK_EOS]]
+    assert spans_of(tokenizer, rows[0].messages) == [  # on: as the hub's template
+        "17 + 25: 17 + 20 = 37, then + 5 = 42.\n</think>\n\n42." + DEEPSEEK_EOS]
+
+
+def test_what_labels_cannot_express_is_refused_in_one_line_naming_the_template_behaviour(tokenizers):
     from common.data import DataError
-    from dev.real_tokenizers import tokenizer_dir
-    from common.tokenizer import load_tokenizer
+    from common.errors import UserError
 
     data = conversations()
-    for family, why in (("qwen3-0.6b", "it drops an earlier assistant turn's think block"),
-                        ("phi-3.5-mini-instruct", "it writes '<|endoftext|>' at the end of a conversation only when "
-                                                  "nothing follows")):
-        with pytest.raises(DataError, match=rf"adversarial.jsonl:\d+: messages: the chat template rewrites history: "
-                                             rf"{re.escape(why)}"):
-            build_dataset(load_tokenizer(tokenizer_dir(family)), data, "all_turns", 2048, source="adversarial.jsonl")
+    # Phi-3.5's template reads no enable_thinking: it has no non-thinking prompt to train after
+    with pytest.raises(UserError, match=r"^--thinking off: this chat template's generation prompt does not change "
+                                        r"with enable_thinking"):
+        build_dataset(tokenizers["phi-3.5-mini-instruct"], data, "all_turns", 2048, thinking="off")
+    # a generation prompt that adds what no reply starts with: the model would be trained after a prompt it never sees
+    tokenizer = copy.deepcopy(tokenizers["qwen3-0.6b"])
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "{{- '<|im_start|>assistant\\n' }}", "{{- '<|im_start|>assistant\\n<answer>' }}")
+    with pytest.raises(DataError, match=r"^adversarial.jsonl:1: messages: the generation prompt '.*<answer>' is not "
+                                        r"the assistant header"):
+        build_dataset(tokenizer, data, "all_turns", 2048, source="adversarial.jsonl")
 
 
 # ------------------------------------------------------------------ the DeepSeek recipe, export and parity
@@ -167,6 +238,7 @@ def ollama_feeds_what_training_rendered(run_dir: Path, family: str):
     date = pinned_date(tokenizer.chat_template, config,
                        datetime.fromtimestamp((run_dir / "run_config.json").stat().st_mtime))
     kwargs = {"date_string": date} if date else {}
+    kwargs["enable_thinking"] = config["thinking"] == "on"  # as training passed it
     llm = Llama(str(gguf), vocab_only=True, verbose=False)
     conversations = [c for c in conversations_of(ROOT / "datasets/chat_multiturn/test.jsonl", 8) + PROBES
                      if all(m["content"] == m["content"].strip() for m in c)]  # Llama's trim: see the Modelfile
@@ -176,6 +248,11 @@ def ollama_feeds_what_training_rendered(run_dir: Path, family: str):
         # add_bos=True adds the BOS only where the GGUF says to (tokenizer.ggml.add_bos_token), as Ollama does.
         assert llm.tokenize(go_render(template, messages).encode("utf-8"), add_bos=True, special=True) == trained
     llm.close()
+
+
+# Qwen3 runs without thinking: its non-thinking prompt must reach the parity check and the Modelfile from the run's
+# config (with thinking on, its prompt is Qwen2.5's, which the qwen2.5 row covers).
+THINKING = {"qwen3-0.6b": "off"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -189,8 +266,8 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     held_out.write_text("".join((ROOT / "datasets/chat_multiturn/test.jsonl").read_text(encoding="utf-8")
                                 .splitlines(True)[:8]), encoding="utf-8")
     trained = run(["recipes/deepseek_multiturn.py", "--model", build_tiny_family_model(family), "--max-steps", "8",
-                   "--learning-rate", "5e-3", "--eval-prompts", "1", "--eval-file", held_out, "--output-dir", out],
-                  timeout=1200)
+                   "--learning-rate", "5e-3", "--eval-prompts", "1", "--eval-file", held_out, "--output-dir", out,
+                   "--thinking", THINKING.get(family, "on")], timeout=1200)
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     assert ("rebuilt it from tokenizer.json" in trained.stdout) == (family in BROKEN_BY_TRANSFORMERS)
     assert "conversations round-trip exactly" in trained.stdout
@@ -210,4 +287,8 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     assert disagree == 0 and agree + ties == total and agree > total / 2, exported.stdout[-2000:]
     assert identical + identical_to_tie == prompts, exported.stdout[-2000:]
     assert "llama.cpp loads it and runs a prompt" in exported.stdout
+    if family in PER_REPLY:  # the log says why there is one example per reply
+        assert "the chat template rewrites history" in trained.stdout and stats["examples"] > stats["conversations"]
+    if family == "qwen3-0.6b":  # the Modelfile asks as training did: after the closed empty think block
+        assert "Modelfile: Qwen3, thinking off chat format" in exported.stdout
     ollama_feeds_what_training_rendered(out, family)

@@ -58,3 +58,27 @@ def test_r1_raw_completion_trains_the_reasoning_once(tmp_path, capsys, monkeypat
     main([str(data), "--model", str(tokenizer_dir("deepseek-r1-distill-qwen-1.5b")), "--jsonl"])
     row = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert row["trained_spans"] == ["17 + 20 = 37, + 5 = 42.\n</think>\n\n42.<｜end▁of▁sentence｜>"]
+
+
+def test_qwen3_and_phi35_show_one_example_per_reply_in_both_thinking_modes(capsys, monkeypatch):
+    from common.errors import UserError
+    from dev.real_tokenizers import tokenizer_dir
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from show_labels import main  # in-process: the tokenizer loads once, no second Python
+
+    reasoning = str(ROOT / "tests/data/reasoning.jsonl")
+    qwen3 = str(tokenizer_dir("qwen3-0.6b"))
+    for thinking, spans in (("on", ["<think>\nTwo threes.\n</think>\n\n6.<|im_end|>",
+                                    "<think>\n\n</think>\n\n<br> breaks a line.<|im_end|>"]),
+                            ("off", ["6.<|im_end|>", "<br> breaks a line.<|im_end|>"])):
+        main([reasoning, "--model", qwen3, "--thinking", thinking, "--jsonl"])
+        assert json.loads(capsys.readouterr().out.splitlines()[3])["trained_spans"] == spans
+    main([reasoning, "--model", qwen3, "--thinking", "off"])  # the view: why, then one example per reply
+    view = capsys.readouterr().out
+    assert view.startswith("the chat template rewrites history: it drops an earlier assistant turn's think block")
+    assert "── line 4 · example 2/2" in view and "4 rows -> 5 examples [all_turns]" in view
+    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n⟦<br> breaks a line.<|im_end|>⟧" in view
+    main([reasoning, "--model", str(tokenizer_dir("phi-3.5-mini-instruct")), "--jsonl"])
+    assert json.loads(capsys.readouterr().out.splitlines()[2])["trained_spans"] == ["Hello!<|end|>"]
+    with pytest.raises(UserError, match="^--thinking off: this chat template's generation prompt does not change"):
+        main([reasoning, "--model", str(tokenizer_dir("phi-3.5-mini-instruct")), "--thinking", "off"])

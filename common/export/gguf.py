@@ -31,12 +31,17 @@ class LoadExpectation:
     prompt_ids: list             # transformers' ids for it
 
 
-def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None):
+def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None, model_name: str | None = None):
     """llama.cpp's convert_hf_to_gguf.py (the convert-hf-to-gguf package), writing float16, in a subprocess.
-    `expect` None skips the load check (only for a directory that is not a model, as in the tests)."""
+    `expect` None skips the load check (only for a directory that is not a model, as in the tests). `model_name`
+    (the base model's) becomes general.name: llama.cpp reads it, and on a Phi-3 name strips the white space after
+    the special tokens as the Phi-3 tokenizer does ("<|user|>\n" is one token); the folder's name, "merged16",
+    would not say it."""
     tmp = temporary_name(out)
     remove(tmp)
     command = [sys.executable, "-m", "convert_hf_to_gguf", str(merged_dir), "--outfile", str(tmp), "--outtype", "f16"]
+    if model_name:
+        command += ["--model-name", model_name]
     try:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not tmp.is_file():

@@ -228,6 +228,14 @@ def prepare_tokenizer_for_converter(model_dir: Path, base: str, tokenizer):
     config_file = Path(model_dir) / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config.setdefault("add_prefix_space", bool(proto.normalizer_spec.add_dummy_prefix))
+    # add_bos_token becomes tokenizer.ggml.add_bos_token: whether Ollama puts a BOS before the TEMPLATE's text.
+    # llama.cpp assumes true for SentencePiece when it is missing, so a model trained without one (Phi-3.5's
+    # template writes none) would see a BOS training never had; true where training's text starts with one.
+    bos = tokenizer.bos_token
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                             add_generation_prompt=True) if tokenizer.chat_template else ""
+    config.setdefault("add_bos_token", bool(bos) and (rendered.startswith(bos)
+                                                      or tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]))
     config.setdefault("added_tokens_decoder", {
         str(token_id): {"content": token.content, "lstrip": token.lstrip, "normalized": token.normalized,
                         "rstrip": token.rstrip, "single_word": token.single_word, "special": token.special}

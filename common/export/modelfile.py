@@ -66,9 +66,11 @@ def pinned_date(template: str, run_config: dict, rendered_at: datetime) -> str |
     return run_config.get("date_string") or rendered_at.strftime(match.group(1))
 
 
-def renderer(tokenizer, date_string: str | None):
-    """The chat template's rendering with the generation prompt, as training rendered it, without the BOS."""
+def renderer(tokenizer, date_string: str | None, chat_options=None):
+    """The chat template's rendering with the generation prompt, as training rendered it (`chat_options`: the run's
+    enable_thinking), without the BOS."""
     kwargs = {"date_string": date_string} if date_string else {}
+    kwargs.update(chat_options or {})
     bos = tokenizer.bos_token or ""
 
     def render_chat(messages):
@@ -128,9 +130,12 @@ def ollama_format(family: str, render_chat) -> Format:
         default = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n<\|im_start\|>user", probe, re.S)
         opening = ('{{- with .Messages }}{{ if ne (index . 0).Role "system" }}<|im_start|>system\n'
                    + default.group(1) + '<|im_end|>\n{{ end }}{{ end }}\n') if default else ""
-        return Format("Qwen2.5" if family == "qwen2.5" else "Qwen3", (
+        # What the prompt adds after the header: Qwen3 without thinking closes an empty think block there, and the
+        # TEMPLATE always writes it, as the run was trained
+        no_thinking = probe.rsplit("<|im_start|>assistant\n", 1)[-1]
+        return Format("Qwen2.5" if family == "qwen2.5" else "Qwen3" + (", thinking off" if no_thinking else ""), (
             opening + '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
-            '{{ end }}<|im_start|>assistant\n'),
+            '{{ end }}<|im_start|>assistant\n' + no_thinking),
             ["<|im_end|>", "<|endoftext|>", "<|im_start|>"], NO_THINKING if family == "qwen3" else "")
     if family == "phi-3":
         return Format("Phi-3", (
@@ -177,13 +182,13 @@ def first_mismatch(fmt: Format, render_chat, conversations) -> tuple[list, str, 
 
 
 def checked_format(tokenizer, template: str | None, date_string: str | None,
-                   conversations) -> tuple[Format | None, str]:
+                   conversations, chat_options=None) -> tuple[Format | None, str]:
     """The Format for this chat template, checked on `conversations` and PROBES, and a line saying what was
-    decided (printed, and written into the Modelfile)."""
+    decided (printed, and written into the Modelfile). `chat_options`: what training passed the template."""
     family = chat_family(template)
     if family is None:
         return None, "unknown chat format: no TEMPLATE written, so Ollama picks one from the GGUF's chat template"
-    render_chat = renderer(tokenizer, date_string)
+    render_chat = renderer(tokenizer, date_string, chat_options)
     try:
         fmt = ollama_format(family, render_chat)
     except GoTemplateError as err:

@@ -28,12 +28,14 @@ def prompts_from(eval_file: Path, n: int) -> list[list[dict]]:
     return prompts
 
 
-def transformers_greedy(model, tokenizer, conversations, max_new_tokens):
-    """[(prompt ids, greedy reply, the reply's logits)] with transformers, rendered by the tokenizer's chat template."""
+def transformers_greedy(model, tokenizer, conversations, max_new_tokens, chat_options=None):
+    """[(prompt ids, greedy reply, the reply's logits)] with transformers, rendered by the tokenizer's chat template
+    (given `chat_options`: what training passed it, enable_thinking)."""
     import torch
     rows = []
     for messages in conversations:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             **(chat_options or {}))
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"].to(model.device)
         with torch.no_grad():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
@@ -50,7 +52,7 @@ def is_tie(logits, chosen: int, other: int) -> bool:
     return float(logits[chosen] - logits[other]) <= TIE * float(abs(logits).max())
 
 
-def llama_cpp_parity(gguf_file: Path, conversations, reference, max_new_tokens) -> dict:
+def llama_cpp_parity(gguf_file: Path, conversations, reference, max_new_tokens, chat_options=None) -> dict:
     """Load the GGUF with llama.cpp, render each conversation with the chat template in its metadata, and compare
     with transformers' `reference` [(prompt ids, greedy reply, its logits)]:
       prompt_ids_match  the two tokenizers gave the same prompt ids
@@ -74,7 +76,8 @@ def llama_cpp_parity(gguf_file: Path, conversations, reference, max_new_tokens) 
     result = dict.fromkeys(["prompts", "prompt_ids_match", "agree", "ties", "total", "identical",
                             "identical_to_tie"], 0)
     for messages, (hf_prompt, hf_reply, hf_logits) in zip(conversations, reference):
-        prompt = llm.tokenize(formatter(messages=messages).prompt.encode("utf-8"), add_bos=False, special=True)
+        prompt = llm.tokenize(formatter(messages=messages, **(chat_options or {})).prompt.encode("utf-8"),
+                              add_bos=False, special=True)
         result["prompts"] += 1
         result["prompt_ids_match"] += prompt == hf_prompt
         # Next-token agreement: one pass over transformers' prompt and reply, argmax at each reply position.
@@ -103,9 +106,10 @@ def llama_cpp_parity(gguf_file: Path, conversations, reference, max_new_tokens) 
 
 
 def verify(merged_dir: Path, tokenizer, gguf_files: dict[str, Path], eval_file: Path, max_new_tokens: int = 32,
-           n_conversations: int = 5) -> dict:
+           n_conversations: int = 5, chat_options=None) -> dict:
     """Parity of each GGUF with the merged model in transformers (`tokenizer`: merged16's, as load_tokenizer loads
-    it) on eval_file, printed one line per quant type."""
+    it) on eval_file, printed one line per quant type. Both sides render with `chat_options` (the run's
+    enable_thinking)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -115,11 +119,11 @@ def verify(merged_dir: Path, tokenizer, gguf_files: dict[str, Path], eval_file: 
     on_gpu = torch.cuda.is_available()
     model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype="auto" if on_gpu else torch.float32,
                                                  device_map="auto" if on_gpu else None).eval()
-    reference = transformers_greedy(model, tokenizer, conversations, max_new_tokens)
+    reference = transformers_greedy(model, tokenizer, conversations, max_new_tokens, chat_options)
     del model  # its memory, before llama.cpp loads the GGUFs
     results = {}
     for quant, path in gguf_files.items():
-        r = llama_cpp_parity(path, conversations, reference, max_new_tokens)
+        r = llama_cpp_parity(path, conversations, reference, max_new_tokens, chat_options)
         results[quant] = r
         print(f"parity {quant}: prompt ids match {r['prompt_ids_match']}/{r['prompts']}; next-token agreement "
               f"{r['agree']}/{r['total']} ({100 * r['agree'] / max(r['total'], 1):.1f}%), ties {r['ties']}, "

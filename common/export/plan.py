@@ -14,6 +14,7 @@ from common.export.merge import (base_config, check_adapter_weights, count_param
                                  sixteen_bit_base, tokenizer_bytes)
 from common.export.request import TARGETS, parse_quants, refuse_gguf
 from common.export.source_record import adapter_record, origin, refuse_stale
+from common.labels import template_options
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Held-out conversations for a run whose run_config.json names none (a run saved by hand, or an older recipe).
@@ -41,6 +42,7 @@ class Plan:
     reused: set[str] = field(default_factory=set)  # targets an earlier export made from this same adapter
     eval_file: Path | None = None  # the run's held-out conversations (Modelfile check, --verify)
     eval_note: str = ""      # a line saying which file that is, or why there is none
+    chat_options: dict = field(default_factory=dict)  # what training passed the chat template (--thinking)
     verify_parity: bool = False
 
 
@@ -95,7 +97,9 @@ def plan_export(run_dir, to: str, quants, out_dir, overwrite: bool, verify_parit
     quant_list = ["f16"] + [q for q in asked if q != "f16"] if to == "gguf" else []  # f16 first
     targets = {"adapter": out / "adapter"} if to == "adapter" else {"merged16": out / "merged16"}
     targets.update({q: out / "gguf" / f"{name}-{q}.gguf" for q in quant_list})
-    plan = Plan(run, to, out, targets, quant_list, None, None, verify_parity=verify_parity)
+    plan = Plan(run, to, out, targets, quant_list, None, None, verify_parity=verify_parity,
+                # the run's --thinking, as training passed it to the template (a run saved without one had it on)
+                chat_options=template_options(run.config.get("thinking", "on")))
 
     config = None
     if to != "adapter":  # before any download or merge: the base's config says what it is

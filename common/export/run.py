@@ -49,7 +49,7 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
     done.update(ggufs)
     if plan.verify_parity:
         from common.export.parity import verify
-        done["parity"] = verify(done["merged16"], tokenizer, ggufs, plan.eval_file)
+        done["parity"] = verify(done["merged16"], tokenizer, ggufs, plan.eval_file, chat_options=plan.chat_options)
     done["modelfiles"] = modelfile_step(plan, tokenizer, [ggufs[q] for q in plan.quants if q not in plan.reused])
     return done
 
@@ -94,7 +94,7 @@ def gguf_step(plan: Plan, tokenizer, seconds: dict) -> dict[str, Path]:
     print(plan.eval_note if plan.eval_file else f"warning: {plan.eval_note}")
     template = chat_template_of(merged)
     sample = (conversations_of(plan.eval_file, n=1) or [[{"role": "user", "content": "Hi"}]])[0]
-    expect = load_expectation(merged, tokenizer, template, sample)
+    expect = load_expectation(merged, tokenizer, template, sample, plan.chat_options)
     ggufs = {}
     for quant in plan.quants:
         target = plan.targets[quant]
@@ -105,7 +105,7 @@ def gguf_step(plan: Plan, tokenizer, seconds: dict) -> dict[str, Path]:
         start = time.time()
         forget_record(target)
         if quant == "f16":
-            convert_to_gguf(merged, target, expect)
+            convert_to_gguf(merged, target, expect, model_name=Path(plan.base).name)
         else:
             quantize_gguf(plan.targets["f16"], target, quant, expect)
         write_record(target, {**plan.record, "quant": quant})
@@ -121,7 +121,7 @@ def modelfile_step(plan: Plan, tokenizer, gguf_files: list[Path]) -> list[Path]:
     chat template on the held-out conversations; where it cannot match, the Modelfile says so and has none."""
     template = chat_template_of(plan.targets["merged16"])
     date_string = pinned_date(template, plan.run.config, plan.run.config_written)
-    fmt, note = checked_format(tokenizer, template, date_string, conversations_of(plan.eval_file))
+    fmt, note = checked_format(tokenizer, template, date_string, conversations_of(plan.eval_file), plan.chat_options)
     print(("Modelfile: " if fmt else "warning: Modelfile: ") + note)
     return [write_modelfile(gguf_file, fmt, note) for gguf_file in gguf_files]
 
@@ -139,11 +139,12 @@ def template_special_tokens(tokenizer, template: str) -> dict[str, int]:
     return tokens
 
 
-def load_expectation(merged_dir: Path, tokenizer, template: str | None, sample: list[dict]) -> LoadExpectation:
+def load_expectation(merged_dir: Path, tokenizer, template: str | None, sample: list[dict],
+                     chat_options: dict) -> LoadExpectation:
     config = json.loads((Path(merged_dir) / "config.json").read_text(encoding="utf-8"))
     n_vocab = config.get("vocab_size") or config.get("text_config", {}).get("vocab_size")
     if template:
-        prompt = tokenizer.apply_chat_template(sample, tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(sample, tokenize=False, add_generation_prompt=True, **chat_options)
     else:
         prompt = (tokenizer.bos_token or "") + sample[-1]["content"]
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
