@@ -212,6 +212,13 @@ if not tokenizer.chat_template:
     raise UserError(f"{cfg.model} has no chat template: use an Instruct model (unsloth/Meta-Llama-3.1-8B-Instruct)")
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token
+# R1-Distill, Qwen3, Phi-3.5: one example per reply (docs/labels-and-tokenizers.md, docs/reasoning-models.md), so more
+# optimizer steps than counted above: AdaLoRA's schedule takes the new count (the check above, on fewer, still holds).
+replies_apart = how_replies_train(tokenizer, cfg.thinking, cfg.empty_think)
+if replies_apart and cfg.label_layout != "split":
+    n_examples = sum(m["role"] == "assistant" for c in train_data.conversations for m in c.messages)
+    total_steps = planned_steps(n_examples, cfg.batch_size * launch.processes, cfg.grad_accum, cfg.num_train_epochs,
+                                cfg.max_steps)
 print(f"attention: {model.config._attn_implementation} (FlashAttention 2 needs an Ampere or newer GPU; a T4 uses SDPA)")
 if on_gpu:
     gpu = torch.cuda.get_device_properties(0)
@@ -248,9 +255,8 @@ train_examples, train_stats = build_dataset(tokenizer, train_data.conversations,
                                             source=cfg.train_file, empty_think=cfg.empty_think, thinking=cfg.thinking)
 eval_examples, eval_stats = build_dataset(tokenizer, eval_data.conversations, cfg.label_layout, cfg.max_seq_length,
                                           source=cfg.eval_file, empty_think=cfg.empty_think, thinking=cfg.thinking)
-# R1-Distill, Qwen3, Phi-3.5: one example per reply (docs/labels-and-tokenizers.md, docs/reasoning-models.md)
-if how := how_replies_train(tokenizer, cfg.thinking, cfg.empty_think):
-    print(how)
+if replies_apart:
+    print(replies_apart)
 for name, stats in (("train", train_stats), ("eval", eval_stats)):
     print(f"{name} [{cfg.label_layout}]: {stats['examples']} examples from {stats['conversations']} conversations, "
           f"{stats['trained_tokens']} trained of {stats['tokens']} tokens, "

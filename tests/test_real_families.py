@@ -4,6 +4,7 @@ R1-Distill reasoning, and a tiny random model of the real architecture through t
 export, the greedy parity check, and what the Ollama Modelfile feeds the model."""
 import copy
 import json
+import math
 import re
 from pathlib import Path
 
@@ -292,3 +293,24 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     if family == "qwen3-0.6b":  # the Modelfile asks as training did: after the closed empty think block
         assert "Modelfile: Qwen3, thinking off chat format" in exported.stdout
     ollama_feeds_what_training_rendered(out, family)
+
+
+def test_adalora_schedules_the_steps_a_per_reply_template_really_trains(tmp_path):
+    """R1-Distill trains each reply as its own example: AdaLoRA's total_step counts the replies, not the
+    conversations, so it is the number of optimizer steps the trainer runs (counted on conversations it was 1 of 3)."""
+    from dev.real_tokenizers import build_tiny_family_model
+
+    rows = (ROOT / "datasets/chat_multiturn/train.jsonl").read_text(encoding="utf-8").splitlines()[:8]
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    replies = sum(m["role"] == "assistant" for row in rows for m in json.loads(row)["messages"])
+    out = tmp_path / "run"
+    result = run(["recipes/deepseek_multiturn.py", "--model", build_tiny_family_model("deepseek-r1-distill-qwen-1.5b"),
+                  "--train-file", train, "--adalora", "--init-r", "4", "--target-r", "2", "--tinit", "0",
+                  "--tfinal", "0", "--batch-size", "2", "--grad-accum", "4", "--max-seq-length", "256",
+                  "--eval-prompts", "0", "--output-dir", out])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    total_step = json.loads((out / "adapter" / "adapter_config.json").read_text())["total_step"]
+    trained = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    steps = lambda examples: math.ceil(math.ceil(examples / 2) / 4)  # batch 2, 4 accumulated, one epoch
+    assert total_step == trained == steps(replies) > steps(len(rows))
