@@ -176,8 +176,8 @@ if overlap := held_out_overlap(train_data, eval_data):
     print(overlap)
 
 targets = resolve_targets(cfg.targets, shape.linear_names)
-n_examples = sum(1 if cfg.label_layout != "split" else sum(m["role"] == "assistant" for m in c.messages)
-                 for c in train_data.conversations)
+n_replies = sum(m["role"] == "assistant" for c in train_data.conversations for m in c.messages)
+n_examples = n_replies if cfg.label_layout == "split" else len(train_data.conversations)
 total_steps = planned_steps(n_examples, cfg.batch_size * launch.processes, cfg.grad_accum, cfg.num_train_epochs,
                             cfg.max_steps)
 if launch.processes > 1:  # each process takes its own batch_size examples: the optimizer step sees all of them
@@ -211,12 +211,11 @@ if not tokenizer.chat_template:
     raise UserError(f"{cfg.model} has no chat template: use a chat model, for example deepseek-ai/deepseek-llm-7b-chat")
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token
-# R1-Distill, Qwen3, Phi-3.5: one example per reply (docs/labels-and-tokenizers.md, docs/reasoning-models.md), so more
+# R1-Distill, Qwen3, Phi-3.5: one example per reply under all_turns too (docs/labels-and-tokenizers.md), so more
 # optimizer steps than counted above: AdaLoRA's schedule takes the new count (the check above, on fewer, still holds).
 replies_apart = how_replies_train(tokenizer, cfg.thinking, cfg.empty_think)
-if replies_apart and cfg.label_layout != "split":
-    n_examples = sum(m["role"] == "assistant" for c in train_data.conversations for m in c.messages)
-    total_steps = planned_steps(n_examples, cfg.batch_size * launch.processes, cfg.grad_accum, cfg.num_train_epochs,
+if replies_apart and cfg.label_layout == "all_turns":
+    total_steps = planned_steps(n_replies, cfg.batch_size * launch.processes, cfg.grad_accum, cfg.num_train_epochs,
                                 cfg.max_steps)
 print(f"attention: {model.config._attn_implementation} (FlashAttention 2 needs an Ampere or newer GPU; a T4 uses SDPA)")
 if on_gpu:
