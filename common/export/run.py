@@ -45,12 +45,15 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
     done["merged16"], tokenizer = merge_step(plan, done["seconds"])
     if to == "merged16":
         return done
-    ggufs = gguf_step(plan, tokenizer, done["seconds"])
+    # what the GGUF load check and the Modelfile are checked against, read once
+    template, held_out = chat_template_of(done["merged16"]), conversations_of(plan.eval_file)
+    ggufs = gguf_step(plan, tokenizer, template, held_out, done["seconds"])
     done.update(ggufs)
     if plan.verify_parity:
         from common.export.parity import verify
         done["parity"] = verify(done["merged16"], tokenizer, ggufs, plan.eval_file, chat_options=plan.chat_options)
-    done["modelfiles"] = modelfile_step(plan, tokenizer, [ggufs[q] for q in plan.quants if q not in plan.reused])
+    done["modelfiles"] = modelfile_step(plan, tokenizer, template, held_out,
+                                        [ggufs[q] for q in plan.quants if q not in plan.reused])
     return done
 
 
@@ -86,14 +89,14 @@ def merge_step(plan: Plan, seconds: dict):
     return merged, tokenizer
 
 
-def gguf_step(plan: Plan, tokenizer, seconds: dict) -> dict[str, Path]:
+def gguf_step(plan: Plan, tokenizer, template: str | None, held_out: list[list[dict]],
+              seconds: dict) -> dict[str, Path]:
     """f16 from merged16/ with llama.cpp's converter, then each quantization from f16; each file is loaded back by
-    llama.cpp (vocabulary, the chat template's special tokens, one prompt) before it gets its name."""
+    llama.cpp (vocabulary, the chat template's special tokens, the first held-out prompt) before it gets its name."""
     merged = plan.targets["merged16"]
     (plan.out / "gguf").mkdir(exist_ok=True)
     print(plan.eval_note if plan.eval_file else f"warning: {plan.eval_note}")
-    template = chat_template_of(merged)
-    sample = (conversations_of(plan.eval_file, n=1) or [[{"role": "user", "content": "Hi"}]])[0]
+    sample = (held_out or [[{"role": "user", "content": "Hi"}]])[0]
     expect = load_expectation(merged, tokenizer, template, sample, plan.chat_options)
     ggufs = {}
     for quant in plan.quants:
@@ -116,12 +119,12 @@ def gguf_step(plan: Plan, tokenizer, seconds: dict) -> dict[str, Path]:
     return ggufs
 
 
-def modelfile_step(plan: Plan, tokenizer, gguf_files: list[Path]) -> list[Path]:
+def modelfile_step(plan: Plan, tokenizer, template: str | None, held_out: list[list[dict]],
+                   gguf_files: list[Path]) -> list[Path]:
     """An Ollama Modelfile beside each GGUF made here: its TEMPLATE is checked, rendered by Go's rules, against the
     chat template on the held-out conversations; where it cannot match, the Modelfile says so and has none."""
-    template = chat_template_of(plan.targets["merged16"])
     date_string = pinned_date(template, plan.run.config, plan.run.config_written)
-    fmt, note = checked_format(tokenizer, template, date_string, conversations_of(plan.eval_file), plan.chat_options)
+    fmt, note = checked_format(tokenizer, template, date_string, held_out, plan.chat_options)
     print(("Modelfile: " if fmt else "warning: Modelfile: ") + note)
     return [write_modelfile(gguf_file, fmt, note) for gguf_file in gguf_files]
 
