@@ -140,15 +140,11 @@ def assistant_turn(tokenizer, messages: list[dict], i: int, empty_think: bool = 
     done = render(tokenizer, messages[:i], thinking=thinking)
     ask = render(tokenizer, messages[:i], True, thinking)
     full = render(tokenizer, messages[: i + 1], thinking=thinking)
-    probe = render(tokenizer, messages[:i] + [{"role": "assistant", "content": SENTINEL}], thinking=thinking)
-    for text, what in ((ask, "the generation prompt"), (full, f"message {i}"), (probe, f"message {i}")):
+    before, trailer = around_a_reply(tokenizer, messages[:i], thinking)
+    for text, what in ((ask, "the generation prompt"), (full, f"message {i}"), (before, f"message {i}")):
         if not text.startswith(done):
             raise HistoryRewritten(rewrite_message(done, text, what))
-    ask, turn, probe = ask[len(done):], full[len(done):], probe[len(done):]
-    if SENTINEL not in probe:
-        raise TemplateError("the chat template does not write an assistant message's content into the text; "
-                            "labels cannot be taken from its rendering")
-    header, trailer = probe.split(SENTINEL, 1)  # what the template writes before and after any reply
+    ask, turn, header = ask[len(done):], full[len(done):], before[len(done):]
     end = end_of_turn(tokenizer, trailer)  # the part of the trailer the model writes: up to the end-of-turn token
     after = trailer[len(end):]
     # the usual case: inference asks with (a prefix of) what the template writes before the reply, the model writes
@@ -176,6 +172,17 @@ def assistant_turn(tokenizer, messages: list[dict], i: int, empty_think: bool = 
     # template's rendering of the reply is how history shows it: R1's drops anything up to a "</think>").
     think = f"{reasoning.strip(chr(10))}\n{THINK_CLOSE}\n\n" if reasoning else f"\n{THINK_CLOSE}\n\n"
     return Turn(ask, think + messages[i]["content"] + end, after, False, True)
+
+
+def around_a_reply(tokenizer, history: list[dict], thinking: Thinking) -> tuple[str, str]:
+    """The rendering of `history` and a reply, split at the reply's content: the text before it (history and the
+    template's assistant header) and the template's trailer after it."""
+    probe = render(tokenizer, history + [{"role": "assistant", "content": SENTINEL}], thinking=thinking)
+    if SENTINEL not in probe:
+        raise TemplateError("the chat template does not write an assistant message's content into the text; "
+                            "labels cannot be taken from its rendering")
+    before, trailer = probe.split(SENTINEL, 1)
+    return before, trailer
 
 
 def end_of_turn(tokenizer, trailer: str) -> str:
@@ -218,15 +225,11 @@ def reply_turn(tokenizer, messages: list[dict], i: int, thinking: Thinking = "on
     as the last turn after that prompt, up to its end-of-turn token (see the module docstring)."""
     ask = render(tokenizer, messages[:i], True, thinking)
     full = render(tokenizer, messages[:i] + [with_reasoning_inline(messages[i])], thinking=thinking)
-    probe = render(tokenizer, messages[:i] + [{"role": "assistant", "content": SENTINEL}], thinking=thinking)
     if not full.startswith(ask):
         raise TemplateError(f"{rewrite_message(ask, full, f'assistant message {i}')}, and the generation prompt is "
                             "not how it renders that reply, so a reply cannot be trained after the prompt inference "
                             "uses; this template is not supported")
-    if SENTINEL not in probe:
-        raise TemplateError("the chat template does not write an assistant message's content into the text; "
-                            "labels cannot be taken from its rendering")
-    trailer = probe.split(SENTINEL, 1)[1]
+    trailer = around_a_reply(tokenizer, messages[:i], thinking)[1]
     if not full.endswith(trailer):
         raise TemplateError(f"the chat template ends assistant message {i} as {full[-60:]!r}, not with {trailer!r} as "
                             "it ends other replies; labels cannot be taken from it")

@@ -35,8 +35,8 @@ def common_imports(path) -> set[str]:
             continue
         for name in names:  # a package's __init__.py runs too
             parts = name.split(".")
-            found |= {module_file(".".join(parts[:i])) for i in range(2, len(parts) + 1)
-                      if module_file(".".join(parts[:i])).is_file()}
+            found |= {file for file in (module_file(".".join(parts[:i])) for i in range(2, len(parts) + 1))
+                      if file.is_file()}
     return {file.relative_to(ROOT).as_posix() for file in found}
 
 
