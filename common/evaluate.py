@@ -1,5 +1,23 @@
-"""After training: the base model's reply beside the tuned one for a few held-out prompts."""
+"""After training: the held-out loss per assistant token, and the base model's reply beside the tuned one for a few
+held-out prompts."""
 import torch
+
+
+@torch.no_grad()
+def held_out_loss(model, examples) -> float:
+    """Cross-entropy per trained token over `examples` (input_ids and labels, -100 where nothing is trained, as
+    common.labels.build_dataset makes them), one example at a time: no padding and no batching, so the trained model
+    in a recipe and the exported merged16 in plain transformers compute the very same sum (the export's check
+    compares the two)."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for example in examples:
+        labels = torch.tensor([example["labels"]], device=device)
+        trained = int((labels[0, 1:] != -100).sum())  # the model predicts token i+1 from tokens up to i
+        if trained:
+            loss = model(input_ids=torch.tensor([example["input_ids"]], device=device), labels=labels).loss
+            total, count = total + float(loss) * trained, count + trained
+    return total / max(count, 1)
 
 
 def text_of(content) -> str:

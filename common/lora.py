@@ -14,6 +14,7 @@ import torch
 from transformers import TrainerCallback
 
 from common.errors import UserError
+from common.four_bit import record_4bit_layers
 from common.tokenizer import save_tokenizer
 
 PRESETS = {
@@ -176,7 +177,8 @@ def save_plain_model(config, weights: dict, directory) -> None:
 
 
 def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir, weights: bool = True) -> None:
-    """Save the adapter so that it reloads onto the original base model with the same logits.
+    """Save the adapter so that it reloads onto the original base model with the same logits, and, for a model
+    loaded in 4-bit, adapter/quantized_layers.json: which layers were 4-bit (the export merges onto them as trained).
 
     PiSSA moves the principal part of W into the adapter, so the trained adapter is converted back to a plain
     LoRA (rank 2r) against the original W, using the starting adapter saved before training. LoftQ's adapter
@@ -202,6 +204,8 @@ def save_adapter(model, tokenizer, adapter_dir, init: str, run_dir, weights: boo
         print(f"LoftQ: saved the base weights it starts from to {base_dir}; the adapter points at them")
     elif weights:  # (under FSDP the Trainer has saved them: they are gathered from every process)
         model.save_pretrained(adapter_dir)  # LoRA weights and adapter_config.json only, not the base model
+    if init != "loftq":  # 4-bit layers: the export merges onto them as trained (LoftQ's loftq_base/ already is that)
+        record_4bit_layers(model, adapter_dir)
     save_tokenizer(tokenizer, adapter_dir)  # so that AutoTokenizer loads it back as it was
 
 

@@ -46,7 +46,7 @@ from common.config import AutoSwitch, parse_config
 from common.data import held_out_overlap, load_conversations
 from common.distributed import ShardRecorder, from_main, start_processes
 from common.errors import UserError, report_user_errors
-from common.evaluate import compare_replies
+from common.evaluate import compare_replies, held_out_loss
 from common.export import check_export_request, export_run
 from common.hub import check_model_available
 from common.labels import build_dataset, how_replies_train, template_options
@@ -56,6 +56,7 @@ from common.lora import (INITS, NEEDS_16BIT, AdaLoraBudget, adalora_config, chec
 from common.memory_plan import model_shape_of, plan_memory
 from common.preflight import preflight
 from common.runs import finish_replacing, open_run_dir, plan_run_dir, save_run_config
+from common.smollm2 import SMOLLM2, STYLE_FACTS, smollm2_path
 from common.tiny.llama import tiny_model_path
 from common.tokenizer import check_tokenizer, load_tokenizer
 from common.train_checks import (SAVE_TOTAL_LIMIT, Optimizer, Scheduler, check_disk_for_checkpoints,
@@ -65,7 +66,7 @@ from common.train_log import StepTimer, save_loss_plot
 
 @dataclass
 class Config:
-    model: str = "deepseek-ai/deepseek-llm-7b-chat"  # hub id, local path, or "tiny" (an offline random-weight model)
+    model: str = "deepseek-ai/deepseek-llm-7b-chat"  # hub id, local path, "tiny" (random weights) or "smollm2-135m"
     load_in_4bit: AutoSwitch = None  # --load-in-4bit: QLoRA; --no-load-in-4bit: 16-bit; unset: 4-bit on a GPU only
     max_seq_length: int = 2048  # longer examples keep their first max_seq_length tokens
     # LoRA
@@ -117,6 +118,7 @@ class Config:
     export: Literal["none", "adapter", "merged16", "gguf"] = "none"  # after saving (or later: scripts/export.py)
     export_quants: list[Literal["f16", "q8_0", "q4_k_m"]] = dataclasses.field(  # GGUF types (f16 is always made)
         default_factory=lambda: ["q4_k_m"])
+    verify_export: bool = True  # the export's --verify: merged16 keeps the fine-tune, each GGUF agrees with it
 
 
 sys.excepthook = report_user_errors  # bad data or config: a one-line error and exit code 2, no traceback
@@ -132,10 +134,14 @@ def data_path(name: str) -> Path:  # relative paths work from the project root o
 if cfg.model == "tiny" and cfg.learning_rate == Config.learning_rate:  # random weights need bigger steps
     cfg.learning_rate = 2e-3
     print("tiny model: learning_rate 2e-3 (set --learning-rate to choose another)")
+if cfg.model == SMOLLM2 and (cfg.train_file, cfg.eval_file) == (Config.train_file, Config.eval_file):
+    cfg.train_file, cfg.eval_file = STYLE_FACTS  # short English chats: what a 135M model learns in minutes on a CPU
+    print(f"{SMOLLM2}: training on {cfg.train_file} (set --train-file and --eval-file to choose others)")
 
 # Every setting that can be checked without the model is checked here, before anything is downloaded.
 on_gpu = torch.cuda.is_available()
-model_name = str(tiny_model_path("deepseek")) if cfg.model == "tiny" else cfg.model
+model_name = (str(tiny_model_path("deepseek")) if cfg.model == "tiny" else  # built here, offline, in seconds
+              str(smollm2_path()) if cfg.model == SMOLLM2 else cfg.model)  # pip-downloaded once (common/smollm2.py)
 # Unset: 4-bit on a GPU. On a CPU bitsandbytes' 4-bit works too, but float32 trains faster, so it is asked for by
 # --load-in-4bit; PiSSA rewrites the 16-bit weights, and LoftQ computes its start from them (lora.py).
 load_in_4bit = cfg.load_in_4bit if cfg.load_in_4bit is not None else (
@@ -285,11 +291,9 @@ trainer = SFTTrainer(
     processing_class=tokenizer,
     # input_ids + labels and no data_collator: TRL keeps our labels, and Unsloth keeps padding-free batching
     train_dataset=Dataset.from_list(train_examples),
-    eval_dataset=Dataset.from_list(eval_examples),
     args=SFTConfig(
         output_dir=str(run_dir),
         per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_train_epochs,
@@ -340,8 +344,14 @@ if on_gpu:
           f"{training['peak_gpu_gib'] - reserved_before:.2f} of it for training; predicted {plan.peak_gib:.2f}")
 
 # %% evaluate
-metrics = trainer.evaluate()
-print(f"held-out loss (assistant tokens only, {cfg.label_layout}): {metrics['eval_loss']:.4f}")
+# The held-out loss per assistant token, one conversation at a time, with LoRA off (the base as it trained) and on.
+# The export's --verify measures merged16 the same way and compares. Every process runs it (FSDP needs them all).
+model.eval()
+with model.disable_adapter():
+    base_loss = held_out_loss(model, eval_examples)
+held_out = {"base": base_loss, "tuned": held_out_loss(model, eval_examples)}
+print(f"held-out loss per assistant token ({cfg.label_layout}): {held_out['base']:.4f} (base) -> "
+      f"{held_out['tuned']:.4f} (tuned)")
 FastLanguageModel.for_inference(model)
 replies = compare_replies(model, tokenizer, eval_data.conversations[: cfg.eval_prompts] if launch.is_main else [],
                           cfg.max_new_tokens, chat_options=template_options(cfg.thinking))
@@ -352,7 +362,8 @@ if launch.is_main:
         print("AdaLoRA final ranks:")
         report_adalora_ranks(model, cfg.init_r, run_dir / "adalora_ranks.json")
     save_loss_plot(trainer.state.log_history, run_dir / "loss.png", title=cfg.model)
-    results = {**metrics, "training": training, "replies": replies, "train": train_stats, "eval": eval_stats}
+    results = {"held_out_loss": held_out, "training": training, "replies": replies, "train": train_stats,
+               "eval": eval_stats}
     (run_dir / "eval.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(f"saved the adapter, tokenizer and run config to {run_dir}")
 
@@ -361,8 +372,8 @@ if cfg.export != "none" and launch.is_main:
     del trainer, model  # free the GPU: merging loads the 16-bit base model
     gc.collect()
     torch.cuda.empty_cache()
-    exported = export_run(run_dir, cfg.export, cfg.export_quants, overwrite=cfg.overwrite)
+    exported = export_run(run_dir, cfg.export, cfg.export_quants, overwrite=cfg.overwrite, verify=cfg.verify_export)
     print(f"exported to {run_dir / 'export'}: "
-          + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity"))))
+          + ", ".join(sorted(k for k in exported if k not in ("modelfiles", "seconds", "parity", "fine_tune"))))
 else:
     print(f"to export later: python scripts/export.py {run_dir} --to gguf --quant q4_k_m")

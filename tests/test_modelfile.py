@@ -24,7 +24,7 @@ FAMILIES = {
     "llama-3.2-3b-instruct": ("llama3.1", "<|eot_id|>"),
     "deepseek-r1-distill-llama-8b": ("deepseek-r1", "<｜end▁of▁sentence｜>"),
     "deepseek-r1-distill-qwen-1.5b": ("deepseek-r1", "<｜end▁of▁sentence｜>"),
-    "qwen2.5-7b-instruct": ("qwen2.5", "<|im_end|>"),
+    "qwen2.5-7b-instruct": ("chatml", "<|im_end|>"),
     "qwen3-0.6b": ("qwen3", "<|im_end|>"),
     "phi-3.5-mini-instruct": ("phi-3", "<|end|>"),
 }

@@ -115,6 +115,18 @@ def check_gguf_loads(path: Path, expect: LoadExpectation, shown_as: Path) -> dic
     return report
 
 
+def adds_bos(gguf_file: Path) -> bool:
+    """Whether llama.cpp and Ollama put a BOS before a prompt read with this GGUF: its add_bos_token, as llama.cpp
+    reads it (with llama.cpp's own default where the file has none)."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(gguf_file), vocab_only=True, verbose=False)
+    try:
+        return bool(llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(llm.model)))
+    finally:
+        llm.close()
+
+
 def vocabulary_problem(path, n_vocab: int) -> str | None:
     """A token list shorter than the embedding (the converter did not pad it), which llama.cpp refuses with a
     tensor-shape error that does not say why. Read with the converter's own GGUF reader only once a load failed or

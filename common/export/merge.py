@@ -6,6 +6,7 @@ from pathlib import Path
 
 from common.export.atomic_files import publish, remove, temporary_name
 from common.errors import UserError, is_disk_full
+from common.four_bit import to_4bit_as_trained
 from common.export.destination import disk_name, mount_point, nearest_existing, size_text
 from common.tokenizer import load_tokenizer, save_tokenizer  # as tokenizer.json tokenizes (transformers#45488)
 
@@ -110,10 +111,12 @@ def how_to_replace(adapter_dir: Path) -> str:
     return "run the recipe again to save it (this run kept no checkpoint to copy it from)"
 
 
-def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
+def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict, four_bit_layers: dict | None = None):
     """PEFT's merge_and_unload on the 16-bit base, saved as safetensors with the run's tokenizer and `record`
-    (export_source.json: which adapter it came from), loaded back once, then renamed to `out`.
-    Returns the dtype it was stored in and the tokenizer loaded back from it."""
+    (export_source.json: which adapter it came from), loaded back once, then renamed to `out`. `four_bit_layers`
+    (a 4-bit run's adapter/quantized_layers.json): those layers are first made what the run trained on, quantized
+    and dequantized as it loaded them (common/four_bit.py). Returns the dtype it was stored in and the tokenizer
+    loaded back from it."""
     import torch
     from peft import PeftModel
     from safetensors import SafetensorError
@@ -133,6 +136,8 @@ def merge_to_16bit(adapter_dir: Path, base: str, out: Path, record: dict):
     # Merge in float32 on a CPU (float16 matmuls there are slow and round twice), then store 16-bit.
     model = model_class(config).from_pretrained(base, dtype=dtype if on_gpu else torch.float32,
                                                 device_map="auto" if on_gpu else None)
+    if four_bit_layers:
+        to_4bit_as_trained(model, four_bit_layers)
     try:
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     except SafetensorError as err:  # export_run reads the weights first; this is for a file changed since

@@ -39,6 +39,7 @@ class Format:
     template: str        # the Ollama TEMPLATE
     stops: list          # PARAMETER stop
     contract: str = ""   # what a conversation must respect for the TEMPLATE to be exact ("" when always exact)
+    adds: str = ""       # what the TEMPLATE writes that the conversation does not say (a default system prompt)
 
 
 def chat_family(template: str | None) -> str | None:
@@ -49,7 +50,7 @@ def chat_family(template: str | None) -> str | None:
     if "<｜User｜>" in t and "<｜Assistant｜>" in t:
         return "deepseek-r1"
     if "<|im_start|>" in t:
-        return "qwen3" if "<think>" in t else "qwen2.5"
+        return "qwen3" if "<think>" in t else "chatml"  # Qwen2.5, SmolLM2
     if "<|user|>" in t and "<|assistant|>" in t and "<|end|>" in t:
         return "phi-3"
     if "'User: '" in t and "'Assistant:'" in t:
@@ -66,12 +67,13 @@ def pinned_date(template: str, run_config: dict, rendered_at: datetime) -> str |
     return run_config.get("date_string") or rendered_at.strftime(match.group(1))
 
 
-def renderer(tokenizer, date_string: str | None, chat_options=None):
+def renderer(tokenizer, date_string: str | None, chat_options=None, bos_added: bool = True):
     """The chat template's rendering with the generation prompt, as training rendered it (`chat_options`: the run's
-    enable_thinking), without the BOS."""
+    enable_thinking), without the BOS where llama.cpp and Ollama add it (`bos_added`: the GGUF's add_bos_token).
+    SmolLM2's BOS is <|im_start|>, which its template writes as text and its GGUF never adds: it stays."""
     kwargs = {"date_string": date_string} if date_string else {}
     kwargs.update(chat_options or {})
-    bos = tokenizer.bos_token or ""
+    bos = (tokenizer.bos_token or "") if bos_added else ""
 
     def render_chat(messages):
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
@@ -125,7 +127,7 @@ def ollama_format(family: str, render_chat) -> Format:
             '{{- end }}\n'
             '{{- end }}<｜Assistant｜><think>\n'),
             ["<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"], NO_THINKING)
-    if family in ("qwen2.5", "qwen3"):
+    if family in ("chatml", "qwen3"):
         probe = render_chat([{"role": "user", "content": "x"}])
         default = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n<\|im_start\|>user", probe, re.S)
         opening = ('{{- with .Messages }}{{ if ne (index . 0).Role "system" }}<|im_start|>system\n'
@@ -133,10 +135,11 @@ def ollama_format(family: str, render_chat) -> Format:
         # What the prompt adds after the header: Qwen3 without thinking closes an empty think block there, and the
         # TEMPLATE always writes it, as the run was trained
         no_thinking = probe.rsplit("<|im_start|>assistant\n", 1)[-1]
-        return Format("Qwen2.5" if family == "qwen2.5" else "Qwen3" + (", thinking off" if no_thinking else ""), (
+        return Format("ChatML" if family == "chatml" else "Qwen3" + (", thinking off" if no_thinking else ""), (
             opening + '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
             '{{ end }}<|im_start|>assistant\n' + no_thinking),
-            ["<|im_end|>", "<|endoftext|>", "<|im_start|>"], NO_THINKING if family == "qwen3" else "")
+            ["<|im_end|>", "<|endoftext|>", "<|im_start|>"], NO_THINKING if family == "qwen3" else "",
+            "its default system prompt when the conversation has none" if default else "")
     if family == "phi-3":
         return Format("Phi-3", (
             '{{- range .Messages }}\n'
@@ -182,13 +185,14 @@ def first_mismatch(fmt: Format, render_chat, conversations) -> tuple[list, str, 
 
 
 def checked_format(tokenizer, template: str | None, date_string: str | None,
-                   conversations, chat_options=None) -> tuple[Format | None, str]:
+                   conversations, chat_options=None, bos_added: bool = True) -> tuple[Format | None, str]:
     """The Format for this chat template, checked on `conversations` and PROBES, and a line saying what was
-    decided (printed, and written into the Modelfile). `chat_options`: what training passed the template."""
+    decided (printed, and written into the Modelfile). `chat_options`: what training passed the template;
+    `bos_added`: whether the GGUF has llama.cpp and Ollama put the BOS before the TEMPLATE's text."""
     family = chat_family(template)
     if family is None:
         return None, "unknown chat format: no TEMPLATE written, so Ollama picks one from the GGUF's chat template"
-    render_chat = renderer(tokenizer, date_string, chat_options)
+    render_chat = renderer(tokenizer, date_string, chat_options, bos_added)
     try:
         fmt = ollama_format(family, render_chat)
     except GoTemplateError as err:
@@ -205,6 +209,8 @@ def checked_format(tokenizer, template: str | None, date_string: str | None,
     note = f"{fmt.name} chat format, checked on {len(checked)} conversations"
     if date_string:
         note += f"; 'Today Date: {date_string}', the date the run's training data was rendered with"
+    if fmt.adds:
+        note += f"; writes {fmt.adds}, as training saw it"
     if fmt.contract:
         note += f"; exact for {fmt.contract}"
     return fmt, note

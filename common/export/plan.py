@@ -14,11 +14,13 @@ from common.export.merge import (base_config, check_adapter_weights, count_param
                                  sixteen_bit_base, tokenizer_bytes)
 from common.export.request import TARGETS, parse_quants, refuse_gguf
 from common.export.source_record import adapter_record, origin, refuse_stale
+from common.four_bit import read_4bit_layers
 from common.labels import template_options
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Held-out conversations for a run whose run_config.json names none (a run saved by hand, or an older recipe).
 FALLBACK_EVAL_FILE = PROJECT_ROOT / "datasets/chat_multiturn/test.jsonl"
+MERGE_ONTO = ("trained", "original")  # scripts/export.py --merge-onto: what a 4-bit run's adapter is merged into
 
 
 @dataclass
@@ -43,7 +45,8 @@ class Plan:
     eval_file: Path | None = None  # the run's held-out conversations (Modelfile check, --verify)
     eval_note: str = ""      # a line saying which file that is, or why there is none
     chat_options: dict = field(default_factory=dict)  # what training passed the chat template (--thinking)
-    verify_parity: bool = False
+    verify: bool = False     # the fine-tune check on merged16, and (gguf) the parity of each GGUF with it
+    four_bit_layers: dict | None = None  # a 4-bit run's layers, merged onto as trained (common/four_bit.py)
 
 
 def read_run(run_dir) -> Run:
@@ -81,13 +84,17 @@ def held_out_file(run: Run) -> tuple[Path | None, str]:
                   f"{PROJECT_ROOT}; put it back there, or set eval_file to where the held-out file is now")
 
 
-def plan_export(run_dir, to: str, quants, out_dir, overwrite: bool, verify_parity: bool, base: str | None) -> Plan:
-    """Everything export_run will do, checked before it does any of it: the request, the run, the base model,
-    what exists already under --out (reused when made from this adapter, refused otherwise), and the free space."""
+def plan_export(run_dir, to: str, quants, out_dir, overwrite: bool, verify: bool, base: str | None,
+                merge_onto: str = "trained") -> Plan:
+    """Everything export_run will do, checked before it does any of it: the request, the run, the base model and
+    which of its weights the adapter is merged onto, what exists already under --out (reused when made from this
+    adapter, refused otherwise), and the free space."""
     if to not in TARGETS:
         raise UserError(f"--to {to!r}: choose one of {', '.join(TARGETS)}")
-    if verify_parity and to != "gguf":
-        raise UserError("--verify compares GGUF files with the merged model: use it with --to gguf")
+    if merge_onto not in MERGE_ONTO:
+        raise UserError(f"--merge-onto {merge_onto!r}: choose one of {', '.join(MERGE_ONTO)}")
+    if verify and to == "adapter":
+        raise UserError("--verify checks the merged model (and the GGUFs): use it with --to merged16 or --to gguf")
     run = read_run(run_dir)
     out = Path(out_dir) if out_dir else run.dir / "export"
     check_output_dir(out, run.dir)
@@ -97,13 +104,13 @@ def plan_export(run_dir, to: str, quants, out_dir, overwrite: bool, verify_parit
     quant_list = ["f16"] + [q for q in asked if q != "f16"] if to == "gguf" else []  # f16 first
     targets = {"adapter": out / "adapter"} if to == "adapter" else {"merged16": out / "merged16"}
     targets.update({q: out / "gguf" / f"{name}-{q}.gguf" for q in quant_list})
-    plan = Plan(run, to, out, targets, quant_list, None, None, verify_parity=verify_parity,
+    plan = Plan(run, to, out, targets, quant_list, None, None, verify=verify,
                 # the run's --thinking, as training passed it to the template (a run saved without one had it on)
                 chat_options=template_options(run.config.get("thinking", "on")))
 
     config = None
     if to != "adapter":  # before any download or merge: the base's config says what it is
-        plan.base = base or sixteen_bit_base(run.trained_on)
+        plan.base = base_model(base, run)
         config = base_config(plan.base)
         if to == "gguf":
             refuse_gguf(config.model_type, getattr(config, "architectures", None), plan.base,
@@ -112,9 +119,12 @@ def plan_export(run_dir, to: str, quants, out_dir, overwrite: bool, verify_parit
             raise UserError(f"{plan.base} is stored quantized, and merging into it would round the merged weights; "
                             "pass its 16-bit original with --base (for unsloth/NAME-bnb-4bit that is unsloth/NAME)")
         plan.record = adapter_record(run.adapter_dir, plan.base)
-    if to == "gguf":
+        plan.four_bit_layers = read_4bit_layers(run.adapter_dir) if merge_onto == "trained" else None
+        # merged16/ made from one base is not another's: an earlier export onto the 16-bit weights is not reused
+        plan.record["merged_onto"] = "4-bit layers as trained" if plan.four_bit_layers else "16-bit weights"
+    if to == "gguf" or verify:
         plan.eval_file, plan.eval_note = held_out_file(run)
-        if verify_parity and plan.eval_file is None:
+        if verify and plan.eval_file is None:
             raise UserError(plan.eval_note)
     for folder in (out, out / "gguf"):
         if folder.is_dir():
@@ -131,6 +141,16 @@ def plan_export(run_dir, to: str, quants, out_dir, overwrite: bool, verify_parit
     if config is not None:
         check_free_space(out, space_needed(config, plan.base, run.adapter_dir, quant_list, plan.reused))
     return plan
+
+
+def base_model(base: str | None, run: Run) -> str:
+    """--base, else the 16-bit twin of the model the adapter was trained on. The built-in SmolLM2 is named by
+    "smollm2-135m": as --base, or when a run of it no longer finds its cached folder (a cleared cache), it is
+    rebuilt (common/smollm2.py)."""
+    from common.smollm2 import SMOLLM2, smollm2_path
+    if base == SMOLLM2 or (base is None and run.config.get("model") == SMOLLM2 and not Path(run.trained_on).exists()):
+        return str(smollm2_path())
+    return base or sixteen_bit_base(run.trained_on)
 
 
 def reusable(targets: dict, asked: list[str], record: dict) -> set[str]:

@@ -9,9 +9,11 @@ What lands in out_dir (default RUN_DIR/export), by `to`:
   gguf       merged16/ as above, then gguf/RUN-f16.gguf and the quantized gguf/RUN-q8_0.gguf, RUN-q4_k_m.gguf
              (common/export/gguf.py), each loaded back by llama.cpp before it gets its name, with RUN-QUANT.source.json
              and an Ollama RUN-QUANT.Modelfile beside it (common/export/modelfile.py)
+A 4-bit run is merged onto its 4-bit layers as it trained on them (common/four_bit.py), unless merge_onto="original".
 Nothing is replaced without overwrite=True, and nothing made from another adapter is reused; every file or folder
-is written under a temporary name and renamed when complete (common/export/atomic_files.py). --verify compares the GGUFs
-with the merged model on the run's held-out conversations (common/export/parity.py).
+is written under a temporary name and renamed when complete (common/export/atomic_files.py). --verify checks that
+merged16 keeps the fine-tune (its held-out loss against the trained model's: common/export/fine_tune.py), then
+compares the GGUFs with merged16 on the run's held-out conversations (common/export/parity.py).
 """
 import json
 import shutil
@@ -20,36 +22,43 @@ from pathlib import Path
 
 from common.export.atomic_files import publish, remove, temporary_name
 from common.export.destination import dir_size, size_text
-from common.export.gguf import LoadExpectation, convert_to_gguf, quantize_gguf
+from common.export.gguf import LoadExpectation, adds_bos, convert_to_gguf, quantize_gguf
 from common.export.merge import check_merged_loads, merge_to_16bit
 from common.export.modelfile import checked_format, pinned_date, write_modelfile
 from common.export.plan import Plan, plan_export
 from common.export.source_record import forget_record, write_record
+from common.four_bit import QUANTIZED_LAYERS
 from common.tokenizer import load_tokenizer
 
 
 def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_dir=None, overwrite: bool = False,
-               verify_parity: bool = False, base: str | None = None) -> dict:
-    """Export RUN_DIR as `to` (adapter | merged16 | gguf) into out_dir (default RUN_DIR/export), in five steps, each
-    once and in this order: plan (refuses what cannot succeed, before any download), merge, gguf, verify, Modelfile.
+               verify: bool = False, base: str | None = None, merge_onto: str = "trained") -> dict:
+    """Export RUN_DIR as `to` (adapter | merged16 | gguf) into out_dir (default RUN_DIR/export), in these steps, each
+    once and in this order: plan (refuses what cannot succeed, before any download), merge, the fine-tune check
+    (verify), gguf, the GGUFs' parity with merged16 (verify), Modelfile. `merge_onto`: for a 4-bit run, "trained"
+    merges onto its 4-bit layers as the adapter was trained against them, "original" onto the 16-bit weights.
 
-    Returns {"adapter" | "merged16" | QUANT: path, "modelfiles": [...], "seconds": {...}, "parity": {...}}.
-    gguf always makes f16 (the quantizer's input); an existing merged16/, or an f16 GGUF not asked for, is reused
-    when its record says it was made from this run's adapter on this base, and refused otherwise."""
-    plan = plan_export(run_dir, to, quants, out_dir, overwrite, verify_parity, base)
+    Returns {"adapter" | "merged16" | QUANT: path, "modelfiles": [...], "seconds": {...}, "fine_tune": {...},
+    "parity": {...}}. gguf always makes f16 (the quantizer's input); an existing merged16/, or an f16 GGUF not asked
+    for, is reused when its record says it was made from this run's adapter on this base, and refused otherwise."""
+    plan = plan_export(run_dir, to, quants, out_dir, overwrite, verify, base, merge_onto)
     plan.out.mkdir(parents=True, exist_ok=True)
     done = {"seconds": {}, "modelfiles": []}
     if to == "adapter":
         done["adapter"] = copy_adapter(plan, done["seconds"])
         return done
     done["merged16"], tokenizer = merge_step(plan, done["seconds"])
+    if plan.verify:  # before any GGUF is made from it: an export that lost the fine-tune stops here
+        from common.export.fine_tune import check_fine_tune_kept
+        done["fine_tune"] = check_fine_tune_kept(done["merged16"], tokenizer, plan.run.dir, plan.run.config,
+                                                 plan.eval_file)
     if to == "merged16":
         return done
     # what the GGUF load check and the Modelfile are checked against, read once
     template, held_out = chat_template_of(done["merged16"]), conversations_of(plan.eval_file)
     ggufs = gguf_step(plan, tokenizer, template, held_out, done["seconds"])
     done.update(ggufs)
-    if plan.verify_parity:
+    if plan.verify:
         from common.export.parity import verify
         done["parity"] = verify(done["merged16"], tokenizer, ggufs, plan.eval_file, chat_options=plan.chat_options)
     done["modelfiles"] = modelfile_step(plan, tokenizer, template, held_out,
@@ -81,9 +90,16 @@ def merge_step(plan: Plan, seconds: dict):
         tokenizer = check_merged_loads(merged, load_tokenizer(plan.run.adapter_dir), shown_as=merged)
         print(f"merged16: using the existing {merged} (made from this run's adapter)")
         return merged, tokenizer
-    print(f"merging {plan.run.adapter_dir} into {plan.base} ...")
+    print(f"merging {plan.run.adapter_dir} into {plan.base}" + (
+        f", its {len(plan.four_bit_layers)} 4-bit layers as the run trained them (--merge-onto original: the 16-bit "
+        "weights) ..." if plan.four_bit_layers else " ..."))
+    if plan.run.config.get("load_in_4bit") and not plan.four_bit_layers:
+        print("warning: a 4-bit run merged onto the 16-bit weights its 4-bit layers were quantized from, which its "
+              "adapter never saw: " + ("--merge-onto original" if (plan.run.adapter_dir / QUANTIZED_LAYERS).is_file()
+                                      else f"its adapter/ has no {QUANTIZED_LAYERS} (saved by an older recipe)")
+              + "; --verify measures how much of the fine-tune that loses")
     start = time.time()
-    dtype, tokenizer = merge_to_16bit(plan.run.adapter_dir, plan.base, merged, plan.record)
+    dtype, tokenizer = merge_to_16bit(plan.run.adapter_dir, plan.base, merged, plan.record, plan.four_bit_layers)
     seconds["merged16"] = time.time() - start
     print(f"merged16: {merged} ({dtype}, {size_text(dir_size(merged))}, loads back in transformers)")
     return merged, tokenizer
@@ -124,7 +140,8 @@ def modelfile_step(plan: Plan, tokenizer, template: str | None, held_out: list[l
     """An Ollama Modelfile beside each GGUF made here: its TEMPLATE is checked, rendered by Go's rules, against the
     chat template on the held-out conversations; where it cannot match, the Modelfile says so and has none."""
     date_string = pinned_date(template, plan.run.config, plan.run.config_written)
-    fmt, note = checked_format(tokenizer, template, date_string, held_out, plan.chat_options)
+    fmt, note = checked_format(tokenizer, template, date_string, held_out, plan.chat_options,
+                               bos_added=adds_bos(plan.targets["f16"]))
     print(("Modelfile: " if fmt else "warning: Modelfile: ") + note)
     return [write_modelfile(gguf_file, fmt, note) for gguf_file in gguf_files]
 

@@ -67,8 +67,13 @@ def origin(export: Path, record: dict) -> str | None:
     if found is None:
         return (f"has no record of the adapter it was made from ({record_path(export).name} is missing: an older "
                 "export, or copied by hand)")
-    if found.get("adapter_sha256") == record["adapter_sha256"] and found.get("base") == record["base"]:
+    same_base = found.get("base") == record["base"] and found.get("merged_onto", "16-bit weights") == record.get(
+        "merged_onto", "16-bit weights")  # an export from before merged_onto was recorded merged onto 16-bit weights
+    if found.get("adapter_sha256") == record["adapter_sha256"] and same_base:
         return None
+    if found.get("adapter_sha256") == record["adapter_sha256"] and found.get("base") == record["base"]:
+        return (f"was merged onto the base's {found.get('merged_onto', '16-bit weights')}, not its "
+                f"{record.get('merged_onto')} as asked (--merge-onto)")
     sha_then, sha_now = str(found.get("adapter_sha256"))[:12], record["adapter_sha256"][:12]
     if found.get("adapter") == record["adapter"] and found.get("base") == record["base"]:
         return (f"was made from {found['adapter']} as it was earlier (adapter sha256 {sha_then}, now {sha_now}: "
