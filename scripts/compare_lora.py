@@ -92,7 +92,7 @@ def main(argv=None):
             "peak_memory_gib": training["peak_gpu_gib"] if training["peak_gpu_gib"] is not None
             else peak_rss,
             "memory_kind": "GPU reserved" if training["peak_gpu_gib"] is not None else "process RSS",
-            "train_loss": losses[-1], "eval_loss": result["eval_loss"], "losses": losses,
+            "train_loss": losses[-1], "eval_loss": result["held_out_loss"]["tuned"], "losses": losses,
         })
         shutil.rmtree(run_dir / "loftq_base", ignore_errors=True)  # a full copy of the base model: not needed here
 

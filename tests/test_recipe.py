@@ -42,7 +42,9 @@ def test_loss_falls_and_counts_are_logged(tiny_run):
     assert "path: float32 LoRA, no quantisation on the CPU (the GPU default, 4-bit QLoRA, runs here with " in stdout
     assert json.loads((out / "run_config.json").read_text())["load_in_4bit"] is False
     evaluation = json.loads((out / "eval.json").read_text())
-    assert evaluation["eval_loss"] < losses[0]
+    held_out = evaluation["held_out_loss"]  # per assistant token: the base as it trained, then with LoRA
+    assert held_out["tuned"] < held_out["base"] - 0.05 and held_out["base"] > losses[-1], held_out
+    assert f"held-out loss per assistant token (all_turns): {held_out['base']:.4f} (base) -> " in stdout
     assert len(evaluation["replies"]) == 3 and all({"base", "tuned"} <= set(r) for r in evaluation["replies"])
 
 

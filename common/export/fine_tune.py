@@ -7,16 +7,19 @@ labelled with the run's settings, so the three numbers differ only by what the e
 
     merged16 keeps the fine-tune: held-out loss 0.776 vs 0.776 trained, base 3.120
 
-An export that loses more than MAX_LOST of what training gained (base - trained; or, where training gained little,
-more than FLOOR of the trained loss) stops with one line and exit code 2, its files kept for a look.
+An export that loses more than MAX_LOST (2%) of what training gained (base - trained; or, where training gained
+little, more than FLOOR, 0.5%, of the trained loss) stops with one line and exit code 2, its files kept for a look.
 """
 import json
 from pathlib import Path
 
 from common.errors import UserError
 
-MAX_LOST = 0.05  # of the improvement: 16-bit rounding costs far less (0.1% on SmolLM2), a wrong merge far more
-FLOOR = 0.01     # of the trained loss: the allowance where training barely moved the loss (the tiny models)
+# Measured on SmolLM2-135M-Instruct after 20 steps of 4-bit QLoRA (held-out loss 3.590 base, 0.700 trained):
+# merged16 onto the 4-bit layers as trained 0.700 (0.0% of the improvement lost: 16-bit rounding), onto the 16-bit
+# weights 0.760 (2.1%). So the allowance sits well above rounding and at the loss of a merge onto the wrong weights.
+MAX_LOST = 0.02  # of the improvement (base - trained)
+FLOOR = 0.005    # of the trained loss: the allowance where training barely moved the loss (the tiny models)
 
 
 def check_fine_tune_kept(merged_dir: Path, tokenizer, run_dir: Path, run_config: dict, eval_file: Path) -> dict:

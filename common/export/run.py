@@ -50,8 +50,10 @@ def export_run(run_dir, to: str = "gguf", quants=("f16", "q8_0", "q4_k_m"), out_
     done["merged16"], tokenizer = merge_step(plan, done["seconds"])
     if plan.verify:  # before any GGUF is made from it: an export that lost the fine-tune stops here
         from common.export.fine_tune import check_fine_tune_kept
+        start = time.time()
         done["fine_tune"] = check_fine_tune_kept(done["merged16"], tokenizer, plan.run.dir, plan.run.config,
                                                  plan.eval_file)
+        done["seconds"]["fine_tune"] = time.time() - start
     if to == "merged16":
         return done
     # what the GGUF load check and the Modelfile are checked against, read once
@@ -91,8 +93,8 @@ def merge_step(plan: Plan, seconds: dict):
         print(f"merged16: using the existing {merged} (made from this run's adapter)")
         return merged, tokenizer
     print(f"merging {plan.run.adapter_dir} into {plan.base}" + (
-        f", its {len(plan.four_bit_layers)} 4-bit layers as the run trained them (--merge-onto original: the 16-bit "
-        "weights) ..." if plan.four_bit_layers else " ..."))
+        f", onto its {len(plan.four_bit_layers)} 4-bit layers as the run trained on them (quantized and dequantized "
+        "again) ..." if plan.four_bit_layers else " ..."))
     if plan.run.config.get("load_in_4bit") and not plan.four_bit_layers:
         print("warning: a 4-bit run merged onto the 16-bit weights its 4-bit layers were quantized from, which its "
               "adapter never saw: " + ("--merge-onto original" if (plan.run.adapter_dir / QUANTIZED_LAYERS).is_file()

@@ -47,7 +47,7 @@ def export_worker(spec_file: str):
     start = time.time()
     thread.start()
     from common.export import export_run
-    done = export_run(spec["run_dir"], spec["to"], spec["quants"], out_dir=spec["out"], verify_parity=spec["verify"],
+    done = export_run(spec["run_dir"], spec["to"], spec["quants"], out_dir=spec["out"], verify=spec["verify"],
                       base=spec.get("base"))
     stop.set()
     thread.join()
