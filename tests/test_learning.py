@@ -15,14 +15,14 @@ import re
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import run
+from dev.learning_table import gguf_replies, prompts_of, styled
 
-STYLE_OPEN, STYLE_CLOSE = "Ahoy!", "Fair winds!"
 PROMPTS = 20  # held-out prompts answered by the base, the tuned model and each GGUF
 # Short: 20 steps of 4 conversations at 1e-3 (the recipe's default 2e-4 needs about 60 steps for the same).
 ARGS = ["--model", "smollm2-135m", "--max-steps", "20", "--learning-rate", "1e-3", "--warmup-steps", "2",
         "--batch-size", "4", "--grad-accum", "1", "--save-steps", "1000", "--eval-prompts", str(PROMPTS),
-        "--max-new-tokens", "40", "--export", "gguf", "--export-quants", "q8_0", "q4_k_m"]
+        "--max-new-tokens", "32", "--export", "gguf", "--export-quants", "q8_0", "q4_k_m"]
 KEEPS = re.compile(r"merged16 keeps the fine-tune: held-out loss (\d+\.\d+) vs (\d+\.\d+) trained, base (\d+\.\d+)")
 
 
@@ -41,24 +41,6 @@ def lora(smollm2, tmp_path_factory):
 @pytest.fixture(scope="module")
 def qlora(smollm2, tmp_path_factory):
     return train(tmp_path_factory, "smollm2-4bit", "--load-in-4bit")
-
-
-def styled(reply: str) -> bool:
-    return reply.strip().startswith(STYLE_OPEN) and reply.strip().endswith(STYLE_CLOSE)
-
-
-def gguf_replies(gguf_file, conversations) -> list[str]:
-    """llama.cpp's greedy replies, each prompt rendered by the chat template inside the GGUF, as a user gets them."""
-    from llama_cpp import Llama
-
-    llm = Llama(str(gguf_file), n_ctx=512, n_threads=2, verbose=False)
-    replies = []
-    for conversation in conversations:
-        prompt = conversation.messages[:-1]  # everything before the held-out reply
-        answer = llm.create_chat_completion(prompt, max_tokens=40, temperature=0.0)
-        replies.append(answer["choices"][0]["message"]["content"])
-    llm.close()
-    return replies
 
 
 @pytest.fixture(scope="module", params=["lora", "qlora"])
@@ -83,14 +65,11 @@ def test_the_replies_take_the_taught_style(trained):
 
 
 def test_llama_cpp_replies_from_each_gguf_take_it_as_often(trained):
-    from common.data import load_conversations
-
     name, result = trained
-    eval_file = ROOT / json.loads((result["dir"] / "run_config.json").read_text())["eval_file"]
-    conversations = load_conversations(eval_file).conversations[:PROMPTS]
+    prompts = prompts_of(result["dir"], PROMPTS)
     tuned = sum(styled(r["tuned"]) for r in result["eval"]["replies"])
     for quant in ("q8_0", "q4_k_m"):
-        replies = gguf_replies(result["dir"] / "export" / "gguf" / f"run-{quant}.gguf", conversations)
+        replies = gguf_replies(result["dir"] / "export" / "gguf" / f"run-{quant}.gguf", prompts, max_new_tokens=32)
         count = sum(map(styled, replies))
         print(f"\n{name} -> GGUF {quant}: llama.cpp's replies in the taught style {count}/{PROMPTS} "
               f"(the trained model: {tuned}/{PROMPTS})")
