@@ -107,3 +107,11 @@ def test_merged_onto_the_16bit_weights_the_4bit_run_loses_part_of_what_it_learne
     if lost > 0.05:  # refused in one line, the files kept for a look
         assert result.returncode == 2 and "merged16 loses the fine-tune" in result.stderr
         assert (tmp_path / "original" / "merged16" / "config.json").is_file()
+
+
+def test_the_modelfile_writes_the_default_system_prompt_training_saw(qlora):
+    """SmolLM2's ChatML template adds its own system prompt: Ollama must render it too (tests/test_modelfile.py
+    checks the TEMPLATE against the chat template on many conversations; here, the export wrote it)."""
+    modelfile = (qlora["dir"] / "export" / "gguf" / "run-q4_k_m.Modelfile").read_text()
+    assert 'TEMPLATE """' in modelfile and "You are a helpful AI assistant named SmolLM" in modelfile, modelfile
+    assert modelfile.splitlines()[2].startswith('TEMPLATE """{{- with .Messages }}'), modelfile

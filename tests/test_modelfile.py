@@ -205,3 +205,25 @@ def test_go_subset_renderer_refuses_what_it_does_not_know():
     for template in ('{{ printf "%d" 1 }}', '{{ template "x" }}', "{{ if .Messages }}", "{{ .Missing }}"):
         with pytest.raises(GoTemplateError):
             render(template, {"Messages": []})
+
+
+def test_a_chatml_template_with_a_default_system_prompt_renders_what_training_rendered(smollm2):
+    """SmolLM2's ChatML template writes its own system prompt when a conversation has none, and its BOS
+    (<|im_start|>) as text, which its GGUF never adds (add_bos_token false): the TEMPLATE writes both, exactly.
+    Before, the BOS was cut from training's text, the ChatML format was found not to match, and no TEMPLATE was
+    written, so Ollama rendered without the system turn the model was trained with."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    assert chat_family(tokenizer.chat_template) == "chatml"
+    cases = conversations()
+    fmt, note = checked_format(tokenizer, tokenizer.chat_template, None, cases[:20], bos_added=False)
+    assert fmt is not None and "writes its default system prompt" in note, note
+    assert "You are a helpful AI assistant named SmolLM, trained by Hugging Face" in fmt.template
+    expected = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in cases]
+    assert sum(c[0]["role"] != "system" for c in cases) > 40  # the default system prompt is exercised
+    for messages, text in zip(cases, expected):
+        assert go_render(fmt.template, messages) == text, messages
+    if go_binary():
+        assert render_with_go([(fmt.template, c) for c in cases]) == expected
+    assert checked_format(tokenizer, tokenizer.chat_template, None, cases[:20])[0] is None  # with a BOS added

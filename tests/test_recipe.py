@@ -148,3 +148,25 @@ def test_killed_run_resumes_to_the_same_loss_curve(tiny_run, tmp_path):
     expected, got = curve(whole), curve(killed_dir)
     assert sorted(got) == sorted(expected) == list(range(1, 39))
     assert max(abs(got[step] - expected[step]) for step in expected) < 1e-3
+
+
+def test_verify_refuses_an_export_that_lost_the_fine_tune_in_one_line_and_keeps_its_files(tiny_run, tmp_path):
+    """The run's adapter zeroed after training (a merge that lost what it learned): --verify measures merged16 at the
+    base's held-out loss, not the trained one, and says so in one line with both losses, exit code 2, files kept."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out / "adapter", copy / "adapter")
+    for name in ("run_config.json", "eval.json"):
+        shutil.copy(out / name, copy / name)
+    weights = copy / "adapter" / "adapter_model.safetensors"
+    save_file({k: torch.zeros_like(v) if "lora_B" in k else v for k, v in load_file(weights).items()}, weights)
+    held_out = json.loads((out / "eval.json").read_text())["held_out_loss"]
+    result = run(["scripts/export.py", copy, "--to", "merged16", "--verify"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert "merged16 loses the fine-tune: held-out loss" in line and f"vs {held_out['tuned']:.3f} trained" in line
+    assert (copy / "export" / "merged16" / "config.json").is_file()  # kept to look at
