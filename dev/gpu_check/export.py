@@ -1,4 +1,5 @@
-"""Part 4, export from a 4-bit run: a run trained in 4-bit merged into its 16-bit base, GGUF with the parity check
+"""Part 4, export from a 4-bit run: a run trained in 4-bit merged from its 16-bit base onto its 4-bit layers as trained,
+with the fine-tune check, GGUF with the parity check
 (export_run, timed in a worker process: export_worker), then scripts/export.py --base as a user runs it."""
 import json
 import shutil
@@ -157,6 +158,10 @@ def export_and_check(ctx: Context, check: Check, run_dir: Path, base16: str, ite
                           + (f", GPU {s['peak_gpu_gib']:.2f} GiB" if s.get("peak_gpu_gib") is not None else "") + ")"
                           for s in done["steps"])
         items.append(item("timed steps", None, steps))
+        kept = done.get("fine_tune") or {}  # held-out loss of merged16 against the trained run's (--verify)
+        items.append(item("merged16 keeps the fine-tune", bool(kept) or None,
+                          f"held-out loss {kept['merged16']:.4f} vs {kept['trained']:.4f} trained, base "
+                          f"{kept['base']:.4f}" if kept else "no held-out loss recorded by the run: not checked"))
         # A random-weight model's two best logits are often closer than 16-bit arithmetic resolves, so on a GPU (the
         # merged model in bf16) f16 agreement below 100% is expected; a broken conversion agrees on next to nothing.
         # On a CPU (float32, the tiny model) f16 must agree as tests/test_export.py requires. Quantized types: reported.
