@@ -239,3 +239,95 @@ def test_disk_full_in_the_tokenizers_library_while_training_is_one_line(tmp_path
     with pytest.raises(Exception, match="^something else$"):
         with disk_full_is_an_error(tmp_path):
             raise Exception("something else")
+
+
+def damaged(merged_run: Path, tmp_path: Path, change) -> Path:
+    """A copy of the run whose adapter weights `change` rewrote ({name: tensor} -> {name: tensor})."""
+    from safetensors.torch import load_file, save_file
+
+    run_dir = run_copy(merged_run, tmp_path)
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    save_file(change(load_file(weights)), weights)
+    return run_dir
+
+
+def export_refused(run_dir: Path, to: str, out: Path) -> str:
+    """export_run in this process (PEFT and the base's config load once): the UserError's line; nothing written."""
+    from common.errors import UserError
+    from common.export import export_run
+
+    with pytest.raises(UserError) as refusal:
+        export_run(run_dir, to, ["f16"], out_dir=out)
+    assert not out.exists()
+    return str(refusal.value)
+
+
+@pytest.mark.parametrize("to", ["adapter", "merged16", "gguf"])
+def test_an_adapter_whose_names_fit_no_module_is_refused_before_anything_is_written(merged_run, tmp_path, to):
+    """Tensor names changed (self_attn -> attn): PEFT only warned, and merged16 and the GGUFs were the plain base
+    model, exit 0."""
+    run_dir = damaged(merged_run, tmp_path, lambda w: {k.replace("self_attn", "attn"): v for k, v in w.items()})
+    message = export_refused(run_dir, to, tmp_path / "out")
+    assert re.fullmatch(rf"{re.escape(str(run_dir / 'adapter' / 'adapter_model.safetensors'))} does not fit the base "
+                        r"model \S+: 16 of its 28 tensors name no LoRA module of it \(the first: base_model\.model\."
+                        r"model\.layers\.0\.attn\.\w+\.lora_[AB]\.weight\), so the export would be the plain base "
+                        r"model \(.*\); nothing was exported: pass the base it was trained on with --base, or run the "
+                        r"recipe again .*", message), message
+
+
+def test_an_adapter_with_wrong_shapes_is_refused(merged_run, tmp_path):
+    """A lora_A of another rank: --to adapter copied it, exited 0 and said it loads with PEFT (it does not)."""
+    def other_rank(weights):
+        name = next(k for k in weights if k.endswith("q_proj.lora_A.weight"))
+        return {**weights, name: weights[name][:4]}
+    message = export_refused(damaged(merged_run, tmp_path, other_rank), "adapter", tmp_path / "out")
+    assert (": a tensor's shape does not (size mismatch for base_model.model.model.layers.0.self_attn.q_proj."
+            "lora_A.default.weight: copying a param with shape torch.Size([4, 128]) from checkpoint, the shape in "
+            "current model is torch.Size([8, 128]).): it was saved for another model size") in message, message
+
+
+def test_a_nan_adapter_is_one_line_with_exit_code_2(merged_run, tmp_path):
+    """A run that diverged saves NaN: it exported with exit 0, and llama.cpp's load check passed the GGUF (its
+    logits all zero)."""
+    def diverged(weights):
+        name = sorted(weights)[0]
+        return {**weights, name: weights[name] * float("nan")}
+    run_dir = damaged(merged_run, tmp_path, diverged)
+    message = refused(run_dir, "--to", "gguf", "--out", tmp_path / "out")
+    assert message.startswith(f"error: {run_dir / 'adapter' / 'adapter_model.safetensors'}: base_model.model.model."
+                              "layers.0.mlp.down_proj.lora_A.weight has 2048 NaN or infinite values (of 2048): the "
+                              "training diverged"), message
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_adapter_saved_as_bin_is_read_and_checked(merged_run, tmp_path):
+    """Only adapter_model.bin (PEFT's older format, which PEFT still loads): it was never read, so a damaged one
+    exported --to adapter with exit 0. It is read as PEFT reads it, and checked like the safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    from common.export import export_run
+
+    run_dir = run_copy(merged_run, tmp_path)
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    bin_file = weights.with_suffix(".bin")
+    torch.save(load_file(weights), bin_file)
+    weights.unlink()
+    assert (export_run(run_dir, "adapter", out_dir=tmp_path / "good")["adapter"] / "adapter_model.bin").is_file()
+    cut_in_half(bin_file)
+    message = export_refused(run_dir, "adapter", tmp_path / "out")
+    assert message.startswith(f"{bin_file}: the adapter weights cannot be read (") and message.endswith(
+        "the file is cut short or damaged; run the recipe again to save it (this run kept no checkpoint to copy it "
+        "from)"), message
+
+
+def test_a_truncated_adapter_config_is_one_line_with_exit_code_2(merged_run, tmp_path):
+    """adapter_config.json cut short: a JSONDecodeError traceback."""
+    run_dir = run_copy(merged_run, tmp_path)
+    config = run_dir / "adapter" / "adapter_config.json"
+    config.write_text(config.read_text()[:100])
+    message = refused(run_dir, "--to", "adapter", "--out", tmp_path / "out")
+    assert message.startswith(f"error: {config}: not a readable adapter config (") and message.endswith(
+        "): the file is cut short or damaged; run the recipe again to save it (this run kept no checkpoint to copy it "
+        "from)"), message
+    assert not (tmp_path / "out").exists()
