@@ -2,7 +2,9 @@
 import errno
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 
 # torchao (imported by transformers and Unsloth) registers Enums with an API torch 2.14 deprecates, and torch logs a
 # warning line for it on every start; it is harmless and only hides the one line an error should be.
@@ -24,9 +26,27 @@ def report_user_errors(exc_type, exc, tb):
     os._exit(2)  # an excepthook cannot choose the exit code any other way
 
 
-def is_disk_full(err: BaseException) -> bool:
-    """A write that ran out of disk space: an OSError with ENOSPC, or what the `tokenizers` library (Rust) raises
-    instead, a plain Exception whose message is the system's "No space left on device (os error 28)"."""
-    if isinstance(err, OSError):
+def is_disk_full(err: BaseException, directory=None) -> bool:
+    """A write that ran out of disk space: an OSError with ENOSPC; the system's "No space left on device" in another
+    library's error (the tokenizers library and safetensors, both Rust, raise a plain Exception or SafetensorError);
+    or torch.save's RuntimeError ("unexpected pos", "file write failed": its C++ stream keeps no errno) when the disk
+    holding `directory`, where it wrote, has no space left."""
+    if isinstance(err, UserError):
+        return False
+    if isinstance(err, OSError) and err.errno is not None:
         return err.errno == errno.ENOSPC
-    return type(err) is Exception and str(err).startswith("No space left on device")
+    if "No space left on device" in str(err):
+        return True
+    torch_stream = isinstance(err, RuntimeError) and ("inline_container" in str(err) or "write failed" in str(err))
+    return torch_stream and directory is not None and no_space_left(directory)
+
+
+# A write that failed for want of space took what was left: a disk with less than this free is full.
+NEARLY_FULL_BYTES = 16 * 2**20
+
+
+def no_space_left(directory) -> bool:
+    probe = Path(directory).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    return shutil.disk_usage(probe).free < NEARLY_FULL_BYTES

@@ -222,23 +222,119 @@ def test_the_space_estimate_counts_the_tokenizer_model_merged16_gets(merged_run)
     assert tokenizer_bytes(adapter) == files + (Path(base) / "tokenizer.model").stat().st_size
 
 
-def test_disk_full_in_the_tokenizers_library_while_training_is_one_line(tmp_path):
+def test_disk_full_in_the_tokenizers_library_while_training_is_one_line(tmp_path, monkeypatch):
     """Saving a checkpoint, the tokenizers library (Rust) reports a full disk as a plain Exception, not an OSError,
     and the recipe's disk_full_is_an_error let it through as a traceback. Other plain Exceptions still go through."""
     from common.errors import UserError
     from common.train_checks import disk_full_is_an_error
 
     run_dir = re.escape(str(tmp_path))
-    with pytest.raises(UserError, match=rf"^the disk holding {run_dir} is full \(while saving a checkpoint\); free "
-                                        rf"some space, then continue with --output-dir {run_dir} --resume"):
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "tokenizer.json").write_text("{")  # cut off: written before trainer_state.json
+    with pytest.raises(UserError, match=rf"^the disk holding {run_dir} is full: {run_dir}/checkpoint-2/tokenizer.json "
+                                        r"could not be written, [\d,.]+ MB is free; removed what it cut off "
+                                        rf"\({run_dir}/checkpoint-2\); free some space, then continue with "
+                                        rf"--output-dir {run_dir} --resume"):
         with disk_full_is_an_error(tmp_path):
             raise Exception(f"{NO_SPACE} (os error 28)")
-    with pytest.raises(UserError, match=r"is full \(/x/optimizer.pt\)"):
+    assert not (tmp_path / "checkpoint-2").exists()
+    with pytest.raises(UserError, match=r"is full: /x/optimizer.pt could not be written"):
         with disk_full_is_an_error(tmp_path):
             raise OSError(errno.ENOSPC, NO_SPACE, "/x/optimizer.pt")
     with pytest.raises(Exception, match="^something else$"):
         with disk_full_is_an_error(tmp_path):
             raise Exception("something else")
+
+
+def a_full_disk(monkeypatch, free: int = 4096):
+    """shutil.disk_usage as on a disk that a write has just filled (what is left is less than a file system block
+    or two): only the free space is faked, the write errors are the libraries' own."""
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=free))
+
+
+def test_disk_full_while_the_trainer_writes_optimizer_pt_is_one_line(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError from its C++ stream ("[enforce fail at
+    inline_container.cc:...] . unexpected pos ..."), with no errno: it went through as a traceback, and the cut-off
+    checkpoint-4 kept its name beside the complete checkpoint-2."""
+    import torch
+
+    from common.errors import UserError
+    from common.train_checks import disk_full_is_an_error
+
+    complete = tmp_path / "checkpoint-2"
+    complete.mkdir()
+    torch.save({"step": 2}, complete / "optimizer.pt")
+    (complete / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    cut_off = tmp_path / "checkpoint-4"
+    cut_off.mkdir()
+    (cut_off / "adapter_model.safetensors").write_bytes(b"x")
+    a_full_disk(monkeypatch)
+    run_dir = re.escape(str(tmp_path))
+    with pytest.raises(UserError, match=rf"^the disk holding {run_dir} is full: {run_dir}/checkpoint-4/optimizer.pt "
+                                        r"could not be written, 0\.0 MB is free; removed what it cut off "
+                                        rf"\({run_dir}/checkpoint-4\); free some space, then continue with "
+                                        rf"--output-dir {run_dir} --resume \(the newest complete checkpoint is "
+                                        r"kept\)$"):
+        with disk_full_is_an_error(tmp_path):
+            with open(cut_off / "optimizer.pt", "wb") as half:  # what the stream wrote before the disk was full
+                half.write(b"PK\x03\x04 half an archive")
+            torch.save({"exp_avg": torch.zeros(1000)}, "/dev/full")  # the RuntimeError torch raises on ENOSPC
+    assert not cut_off.exists() and (complete / "optimizer.pt").is_file()
+
+
+def test_disk_full_while_the_modelfile_is_written_is_one_line(tmp_path, monkeypatch):
+    """The Modelfile (and each record) written under a temporary name: an ENOSPC OSError went through as a
+    traceback from atomic_files."""
+    from common.errors import UserError
+    from common.export.modelfile import write_modelfile
+
+    gguf_file = tmp_path / "run-q4_k_m.gguf"
+    real_write = Path.write_text
+
+    def full(path, text, **kwargs):
+        real_write(path, text[:10], **kwargs)
+        raise OSError(errno.ENOSPC, NO_SPACE, str(path))
+    monkeypatch.setattr(Path, "write_text", full)
+    a_full_disk(monkeypatch)
+    modelfile = re.escape(str(gguf_file.with_suffix(".Modelfile")))
+    with pytest.raises(UserError, match=rf"^the disk mounted at /\S*( \(\S+\))? filled up while {modelfile} was "
+                                        r"written: 0\.0 MB is free; nothing was kept under that name; free some "
+                                        r"space, or write to another disk with --out$"):
+        write_modelfile(gguf_file, None, "no TEMPLATE")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("step", ["convert", "quantize"])
+def test_disk_full_while_a_gguf_is_written_is_one_line(tmp_path, monkeypatch, step):
+    """llama.cpp's converter (a child process) and quantizer report a full disk as a failure of their own: it was
+    "the converter failed: OSError: ..." or "the quantizer failed (1)", without the free space."""
+    import subprocess
+
+    import llama_cpp
+
+    from common.errors import UserError
+    from common.export import gguf
+
+    target = tmp_path / f"run-{'f16' if step == 'convert' else 'q8_0'}.gguf"
+    partial = gguf.temporary_name(target)
+    if step == "convert":
+        def converter(command, **kwargs):
+            partial.write_bytes(b"GGUF half")
+            return subprocess.CompletedProcess(command, 1, "", f"OSError: [Errno 28] {NO_SPACE}\n")
+        monkeypatch.setattr(gguf.subprocess, "run", converter)
+        make = lambda: gguf.convert_to_gguf(tmp_path, target, None)  # noqa: E731
+    else:
+        def quantizer(source, destination, params):
+            partial.write_bytes(b"GGUF half")
+            return 1
+        monkeypatch.setattr(llama_cpp, "llama_model_quantize", quantizer)
+        a_full_disk(monkeypatch)
+        make = lambda: gguf.quantize_gguf(tmp_path / "run-f16.gguf", target, "q8_0", None)  # noqa: E731
+    with pytest.raises(UserError, match=rf"filled up while {re.escape(str(target))} was written: [\d.]+ [MG]B is "
+                                        "free; nothing was kept under that name"):
+        make()
+    assert list(tmp_path.iterdir()) == []
 
 
 def damaged(merged_run: Path, tmp_path: Path, change) -> Path:

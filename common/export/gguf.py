@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.export.atomic_files import publish, remove, temporary_name
-from common.errors import UserError
+from common.errors import UserError, no_space_left
+from common.export.destination import disk_filled_up
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # llama.cpp's llama_ftype numbers (llama.h); f16 is what the converter writes, the others come from the quantizer.
@@ -44,6 +45,8 @@ def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None,
         command += ["--model-name", model_name]
     try:
         result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 and ("No space left on device" in result.stderr or no_space_left(out.parent)):
+            raise disk_filled_up(out)
         if result.returncode != 0 or not tmp.is_file():
             # The converter's last line is its exception ("ValueError: Error: Missing .../tokenizer.model").
             tail = ((result.stderr or result.stdout).strip().splitlines() or ["no output"])[-1].strip()
@@ -71,6 +74,8 @@ def quantize_gguf(f16_file: Path, out: Path, quant: str, expect: LoadExpectation
     remove(tmp)
     try:
         status = llama_cpp.llama_model_quantize(str(f16_file).encode(), str(tmp).encode(), params)
+        if status != 0 and no_space_left(out.parent):  # llama.cpp logs why, and returns only a status
+            raise disk_filled_up(out)
         if status != 0 or not tmp.is_file():
             raise UserError(f"llama.cpp's quantizer failed ({status}) making {quant} from {f16_file}")
         check_gguf_loads(tmp, expect, shown_as=out)

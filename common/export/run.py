@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from common.export.atomic_files import publish, remove, temporary_name
-from common.export.destination import dir_size, size_text
+from common.errors import is_disk_full, no_space_left
+from common.export.destination import dir_size, disk_filled_up, size_text
 from common.export.gguf import LoadExpectation, convert_to_gguf, quantize_gguf
 from common.export.merge import check_merged_loads, merge_to_16bit
 from common.export.modelfile import checked_format, pinned_date, write_modelfile
@@ -66,6 +67,11 @@ def copy_adapter(plan: Plan, seconds: dict) -> Path:
     try:
         shutil.copytree(plan.run.adapter_dir, tmp)
         publish(tmp, target)
+    except Exception as err:  # shutil.Error wraps the OSError of each file it could not copy
+        if not (is_disk_full(err) or isinstance(err, shutil.Error) and no_space_left(target.parent)):
+            raise
+        remove(tmp)
+        raise disk_filled_up(target) from None
     finally:
         remove(tmp)
     seconds["adapter"] = time.time() - start
