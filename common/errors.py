@@ -1,9 +1,11 @@
 """Errors a user can fix (bad data, bad config): shown as one line and exit code 2, not a traceback."""
 import errno
+import json
 import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 # torchao (imported by transformers and Unsloth) registers Enums with an API torch 2.14 deprecates, and torch logs a
@@ -21,9 +23,27 @@ def report_user_errors(exc_type, exc, tb):
     if not issubclass(exc_type, UserError):
         return sys.__excepthook__(exc_type, exc, tb)
     sys.stdout.flush()
-    print(f"error: {exc}", file=sys.stderr, flush=True)
+    line = f"error: {exc}"
+    if tell_the_launcher(line):
+        line += " (the launcher's report of the stopped processes follows, and ends with this line as their cause)"
+    print(line, file=sys.stderr, flush=True)
     sys.__stderr__.flush()  # os._exit skips the interpreter's own flushing: whatever stderr was swapped for
     os._exit(2)  # an excepthook cannot choose the exit code any other way
+
+
+def tell_the_launcher(line: str) -> bool:
+    """Under torchrun (and accelerate launch, which runs it), write `line` to the error file the launcher reads when
+    a process fails: its ChildFailedError report, printed after every process has ended and so after this line,
+    then shows it as each process's cause instead of a link to its docs. True when there is such a file."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not error_file:
+        return False
+    try:
+        with open(error_file, "w", encoding="utf-8") as f:
+            json.dump({"message": line, "timestamp": int(time.time())}, f)
+    except OSError:
+        return False
+    return True
 
 
 def is_disk_full(err: BaseException, directory=None) -> bool:
