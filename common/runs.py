@@ -406,7 +406,7 @@ def plan_resume(run_dir: Path, config: dict, log=print) -> RunPlan:
         if reached:
             adapter = "" if (run_dir / "adapter").exists() else f" (adapter/ was never saved: {checkpoint} holds it)"
             log(f"--resume: {checkpoint} already reached {reached}: nothing to train, {run_dir} is left as it "
-                f"is{adapter}; raise --max-steps to train further")
+                f"is{adapter}; raise --max-steps or --num-train-epochs to train further")
             raise SystemExit(0)
         log(f"--resume: continuing from {checkpoint}")
         return RunPlan(run_dir, checkpoint, reuses=True)

@@ -48,7 +48,7 @@ def adapter_weights(adapter_dir: Path) -> tuple[Path, dict]:
                 return file, load_file(file)
             weights = torch.load(file, map_location="cpu", weights_only=True)  # PEFT reads .bin this way
         except (SafetensorError, OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-            raise adapter_unreadable(file, err) from None
+            raise adapter_unreadable(file, type(err)(str(err).split(". ")[0])) from None  # torch's first sentence
         if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
             raise adapter_unreadable(file, ValueError("not a dictionary of tensors"))
         return file, weights
@@ -92,8 +92,9 @@ def placement_problem(adapter_dir: Path, base: str, weights: dict) -> str | None
             loaded = set_peft_model_state_dict(model, weights)
         except RuntimeError as err:  # load_state_dict: a tensor whose shape does not fit its module
             mismatch = re.search(r"size mismatch for [^\n]*", str(err))
-            return (f"a tensor's shape does not ({mismatch.group(0) if mismatch else str(err).splitlines()[0]}): it "
-                    "was saved for another model size, or with another r than its adapter_config.json says")
+            shown = mismatch.group(0) if mismatch else str(err).splitlines()[0]
+            return (f"a tensor has another shape than the model's ({shown}): "
+                    "it was saved for another model size, or with another r than its adapter_config.json says")
     unplaced = loaded.unexpected_keys
     if unplaced:
         return (f"{len(unplaced)} of its {len(weights)} tensors name no LoRA module of it (the first: {unplaced[0]}), "
