@@ -6,10 +6,12 @@ Four record formats are understood, one per line of a .jsonl file or one per ele
   instruction{"instruction": "...", "input": "..." (optional), "response" or "output": "...", "system": optional}
   Guanaco    {"text": "### Human: ...### Assistant: ...### Human: ...### Assistant: ..."} (openassistant-guanaco)
 An OpenAI content may also be a list of {"type": "text", "text": ...} parts (joined). Reasoning, for reasoning models
-(DeepSeek-R1-Distill), comes as DeepSeek's API returns it, a "reasoning_content" field on an assistant message, or as
-"<think>...</think>" at the start of its content, or as R1's raw completion "REASONING\n</think>\n\nANSWER" (its
-prompt opened the block); each way it is kept apart, as {"role", "content", "reasoning"}. A </think> left in the
-reply, or reasoning_content on a turn that is not the assistant's, is refused: it would be trained, or dropped.
+(DeepSeek-R1-Distill, Qwen3), comes as DeepSeek's API returns it, a "reasoning_content" field on an assistant
+message, kept apart as {"role", "content", "reasoning"}; a </think> inside it, or reasoning_content on a turn that is
+not the assistant's, is refused: the reasoning would end early, or be dropped. Reasoning written into the content
+("<think>...</think>" at its start, or R1's raw completion "REASONING\n</think>\n\nANSWER") is left in the content
+here: it is reasoning only for a chat template that renders reasoning, and labels.py takes it apart there; for any
+other template it is text, trained verbatim.
 Every problem is a DataError naming the file, the 1-based line and the field, and saying what to do.
 Two turns in a row by the same role are refused, not merged: merging would silently change what is trained.
 """
@@ -24,7 +26,7 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 ROLES = ("system", "user", "assistant")
 TOOL_ROLES = ("tool", "function", "ipython")
 GUANACO_MARKER = re.compile(r"### (Human|Assistant):")
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+THINK_CLOSE = "</think>"
 
 
 class DataError(UserError):
@@ -195,7 +197,7 @@ def to_messages(record, path, line) -> list[dict]:
         content = _parts_text(turn.get(content_key), path, line, f"{where}.{content_key}")
         message = {"role": role, "content": _content(content, path, line, f"{where}.{content_key}")}
         if role == "assistant":
-            message = _reasoning(message, turn.get("reasoning_content"), path, line, where, content_key)
+            message = _reasoning(message, turn.get("reasoning_content"), path, line, where)
         else:
             _no_reasoning(turn, role, path, line, where)
         messages.append(message)
@@ -221,22 +223,10 @@ def _parts_text(content, path, line, where):
     return "".join(texts)
 
 
-def _reasoning(message, reasoning_content, path, line, where, content_key):
-    """Move an assistant message's reasoning out of its content: DeepSeek's reasoning_content field, or a
-    <think>...</think> block at the start of the content, or R1's raw completion "REASONING\n</think>\n\nANSWER"."""
-    content = message["content"]
-    body = _think_body(content, path, line, f"{where}.{content_key}")
-    if body is not None:
-        if reasoning_content:
-            raise DataError(path, line, where, "has both reasoning_content and a <think> block in its content; "
-                            "keep one")
-        head, _, answer = body.partition(THINK_CLOSE)
-        reasoning_content, content = head.strip("\n"), answer.lstrip()
-        message = {**message, "content": _content(content, path, line, f"{where}.{content_key} (after </think>)")}
-    if THINK_CLOSE in message["content"]:  # a second block, or a stray close: it would be trained as reply text
-        raise DataError(path, line, f"{where}.{content_key}", "has a </think> in the reply, after where the "
-                        "reasoning ends (a second <think>...</think> block?); it would be trained as reply text: put "
-                        "all the reasoning in one block at the start of the content, or in reasoning_content")
+def _reasoning(message, reasoning_content, path, line, where):
+    """An assistant message's reasoning_content (DeepSeek's API field), kept apart as "reasoning". A </think> in it
+    would end the reasoning there: Qwen3's template drops what follows, R1's and an inline rendering train a
+    second </think>."""
     if reasoning_content is None:
         return message
     if not isinstance(reasoning_content, str):
@@ -244,23 +234,12 @@ def _reasoning(message, reasoning_content, path, line, where, content_key):
     if not reasoning_content.strip():
         return message  # an empty think block: the same as no reasoning
     _content(reasoning_content, path, line, f"{where}.reasoning_content")
+    if THINK_CLOSE in reasoning_content:
+        raise DataError(path, line, f"{where}.reasoning_content", "has a </think> in it, which would end the "
+                        "reasoning there (the text after it is dropped or trained as a second block): "
+                        "reasoning_content is the reasoning alone, without <think> tags; remove the tag, or move "
+                        "what follows it into the content")
     return {**message, "reasoning": reasoning_content.strip("\n")}
-
-
-def _think_body(content, path, line, where) -> str | None:
-    """The content from where its reasoning starts, through </think> and the answer; None when it has no reasoning.
-    The reasoning starts after a leading <think>, or at the very start when the first </think> comes before any
-    <think>: R1's prompt ends with "<think>\n", so its raw completion (saved by vLLM or llama.cpp without a
-    reasoning parser) is "REASONING\n</think>\n\nANSWER"; read as a reply, that would train an empty think block,
-    then the reasoning as reply text, then a second </think>."""
-    stripped = content.lstrip()
-    if stripped.startswith(THINK_OPEN):
-        if THINK_CLOSE not in stripped:
-            raise DataError(path, line, where, "opens <think> but never closes it with </think>")
-        return stripped[len(THINK_OPEN):]
-    if THINK_CLOSE in content.partition(THINK_OPEN)[0]:
-        return content
-    return None
 
 
 def _no_reasoning(turn, role, path, line, where):

@@ -8,6 +8,10 @@ token (Qwen's "\n") is context. Each piece is tokenized on its own, so a trained
 boundary, and no marker is ever searched for in the text: a user who types "Assistant:" or "<｜end▁of▁sentence｜>"
 stays untrained, and a reply may start with any character ("<br>", "<think>").
 
+Reasoning in a reply's content (<think>...</think> at its start, or R1's raw "REASONING\n</think>\n\nANSWER") is
+reasoning only for a template that renders reasoning (renders_reasoning: R1-Distill, Qwen3), and is taken apart
+there (reasoning_apart); for any other template (Llama, DeepSeek-LLM, Phi-3.5) the content is the reply, verbatim.
+
 Reasoning templates (DeepSeek-R1-Distill): the generation prompt is "<｜Assistant｜><think>\n", which the rendering
 of a reply lacks, and the template deletes everything up to "</think>" from history. So a reply is trained after
 the prompt inference really uses, and its target is "REASONING\n</think>\n\nANSWER<｜end▁of▁sentence｜>": the
@@ -55,6 +59,15 @@ EMPTY_THINK = re.compile(r"\s*<think>\s*</think>\s*")  # what a prompt without t
 
 class TemplateError(UserError):
     pass
+
+
+class ReasoningError(TemplateError):
+    """A reply whose content a template that renders reasoning cannot read as reasoning and reply; `field` names
+    the reply for the DataError that reports it."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
 
 
 class HistoryRewritten(TemplateError):
@@ -124,6 +137,62 @@ def how_replies_train(tokenizer, thinking: Thinking = "on", empty_think: bool = 
         return (f"{err}: each reply is trained as its own example, after the conversation as inference "
                 "renders it" + (", without its reasoning (--thinking off)" if thinking == "off" else ""))
     return None
+
+
+def renders_reasoning(tokenizer) -> bool:
+    """Whether the chat template gives <think>...</think> in a reply a meaning: it takes the reasoning out of a reply
+    in history (R1-Distill and Qwen3 do), or its generation prompt opens a think block. Elsewhere (Llama,
+    DeepSeek-LLM, Phi-3.5) <think> and </think> in a reply are text like any other."""
+    probe = [{"role": "user", "content": "hi"},
+             {"role": "assistant", "content": f"{THINK_OPEN}\n{SENTINEL}\n{THINK_CLOSE}\n\nhello"},
+             {"role": "user", "content": "again"}]
+    return SENTINEL not in render(tokenizer, probe) or opens_think_block(tokenizer)
+
+
+def reasoning_apart(tokenizer, messages: list[dict]) -> list[dict]:
+    """The conversation with each reply's reasoning, written in its content, moved to "reasoning", for a template
+    that renders reasoning (renders_reasoning); for any other template, unchanged: the content is the reply.
+    The reasoning starts after a leading <think>, or at the very start when the first </think> comes before any
+    <think>: R1's prompt ends with "<think>\n", so its raw completion (saved by vLLM or llama.cpp without a reasoning
+    parser) is "REASONING\n</think>\n\nANSWER". Raises ReasoningError for what would be trained wrong: a block
+    never closed, a </think> after where the reasoning ends, reasoning given twice, no reply after </think>."""
+    def has_think(message):
+        return (message["role"] == "assistant" and isinstance(message["content"], str)
+                and (THINK_OPEN in message["content"] or THINK_CLOSE in message["content"]))
+    if not any(has_think(m) for m in messages) or not renders_reasoning(tokenizer):
+        return messages
+    out, reply = [], 0
+    for message in messages:
+        reply += message["role"] == "assistant"
+        if not has_think(message):
+            out.append(message)
+            continue
+        field, content = f"reply {reply}", message["content"]
+        stripped = content.lstrip()
+        if stripped.startswith(THINK_OPEN):
+            if THINK_CLOSE not in stripped:
+                raise ReasoningError(field, "opens <think> but never closes it with </think> (this chat template "
+                                     "reads <think>...</think> as reasoning); close the block, or remove the <think>")
+            body = stripped[len(THINK_OPEN):]
+        elif THINK_CLOSE in content.partition(THINK_OPEN)[0]:
+            body = content
+        else:  # a <think> mid-reply and no </think> before it: text
+            body = None
+        if body is not None:
+            if message.get("reasoning"):
+                raise ReasoningError(field, "has both reasoning_content and a <think> block in its content; keep one")
+            head, _, answer = body.partition(THINK_CLOSE)
+            if not answer.strip():
+                raise ReasoningError(field, "has no reply after </think>; write the answer after the reasoning")
+            message = {**message, "content": answer.lstrip()}
+            if head.strip():
+                message["reasoning"] = head.strip("\n")
+        if THINK_CLOSE in message["content"]:  # a second block, or a stray close: it would be trained as reply text
+            raise ReasoningError(field, "has a </think> in the reply, after where the reasoning ends (a second "
+                                 "<think>...</think> block?); it would be trained as reply text: put all the reasoning "
+                                 "in one block at the start of the content, or in reasoning_content")
+        out.append(message)
+    return out
 
 
 def with_reasoning_inline(message: dict) -> dict:
@@ -297,6 +366,7 @@ def build_examples(tokenizer, messages: list[dict], layout: Layout = "all_turns"
     """
     if layout not in LAYOUTS:
         raise UserError(f"label_layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    messages = reasoning_apart(tokenizer, messages)
     if thinking == "off":  # the non-thinking model writes no reasoning
         messages = without_reasoning(messages)
     try:
@@ -385,7 +455,8 @@ def build_dataset(tokenizer, conversations, layout: Layout, max_length: int, sou
         try:
             new, lost = examples_of(tokenizer, conversation, layout, max_length, empty_think, thinking)
         except TemplateError as err:
-            raise DataError(source or "data", getattr(conversation, "line", None), "messages", str(err)) from None
+            raise DataError(source or "data", getattr(conversation, "line", None), getattr(err, "field", "messages"),
+                            str(err)) from None
         examples += new
         dropped += lost
     return examples, dataset_stats(len(conversations), examples, dropped)

@@ -12,14 +12,18 @@ only once the run really starts training (open_run_dir):
     disk, is skipped); it refuses a finished run with no checkpoint left, and a run whose saved settings differ
     from this command's in anything but the length of training; a checkpoint that already reached the training
     length asked for changes nothing (exit 0);
-  - a directory in use is marked by RUN_DIR/.run.lock (pid and host of the run, removed when it ends): a run that is
-    still going is never reused, resumed or replaced; a lock whose process has ended is reported and ignored;
+  - a directory in use is locked by its run: the system's lock on the directory itself (flock, released by the
+    system when the process ends, so a deleted or rewritten lock file cannot hide a live run), and RUN_DIR/.run.lock
+    (pid and host of the run, removed when it ends) for the messages and for other machines: a run that is still
+    going is never reused, resumed or replaced; a lock file whose process has ended is reported and ignored;
   - the earlier run left by an --overwrite that was stopped before its new adapter was saved is named at the next
     run and kept; the next --overwrite or --resume of that directory deletes it once its own adapter is saved.
 """
 import atexit
 import dataclasses
+import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -38,6 +42,8 @@ RESUMABLE_CHANGES = {"resume", "overwrite", "output_dir", "max_steps", "num_trai
                      "eval_prompts", "max_new_tokens", "export", "export_quants", "skip_bad_rows"}
 CONFIG_FILE = "run_config.json"
 LOCK_FILE = ".run.lock"
+# The run directories this process holds locked (flock on the directory): resolved path -> the open descriptor.
+HELD: dict[str, int] = {}
 
 
 @dataclasses.dataclass
@@ -140,17 +146,75 @@ def is_alive(owner: dict) -> bool:
     return True
 
 
+def held_by_a_live_process(directory: Path) -> bool | None:
+    """Whether another process holds `directory` locked (hold_directory). The system releases such a lock when its
+    process ends, however it ends, so it answers even when .run.lock was deleted or rewritten. None where the file
+    system has no flock (some network and FUSE mounts): then only .run.lock tells."""
+    if str(Path(directory).resolve()) in HELD:
+        return False
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: two probes never block each other
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # and with it the probe's shared lock
+
+
 def in_use_by(directory: Path, log=print) -> str | None:
     """`pid N on HOST` when another run that is still going holds the directory; a stale lock is reported."""
     lock = directory / LOCK_FILE
+    if lock.is_dir() or (lock.exists() and not lock.is_file()):
+        raise UserError(f"{lock} is a {'directory' if lock.is_dir() else 'special file'}, not a run's lock file; "
+                        f"nothing was changed: remove it (rm -r {lock}) and run again")
     owner = read_lock(lock)
-    if owner is None or is_ours(owner):
+    if owner is not None and is_ours(owner):
+        return None
+    if held_by_a_live_process(directory):
+        if owner and is_alive(owner):
+            return f"pid {owner.get('pid')} on {owner.get('host')}, {lock}"
+        return (f"a process that holds the directory locked, though {lock} "
+                f"{'is gone' if owner is None else 'no longer names it'}")
+    if owner is None:
         return None
     if is_alive(owner):
         return f"pid {owner.get('pid')} on {owner.get('host')}, {lock}"
     log(f"{lock} is stale: the run that held it (pid {owner.get('pid')} on {owner.get('host')}) has ended; "
         f"{directory} is treated as not in use")
     return None
+
+
+def hold_directory(directory: Path) -> bool:
+    """Lock `directory` itself (flock, exclusive) for as long as this process runs; False when a live process holds
+    it. Retried for a moment: another run's probe (held_by_a_live_process) holds a shared lock for an instant. True
+    without a lock where the file system has none (.run.lock alone marks the run there)."""
+    key = str(Path(directory).resolve())
+    if key in HELD:
+        return True
+    fd = os.open(directory, os.O_RDONLY)
+    for _ in range(10):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            HELD[key] = fd
+            return True
+        except BlockingIOError:
+            time.sleep(0.02)
+        except OSError:
+            break
+    os.close(fd)
+    return held_by_a_live_process(directory) is None
+
+
+def let_go(directory: Path) -> None:
+    fd = HELD.pop(str(Path(directory).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def release_lock(lock: Path, text: str) -> None:
@@ -162,9 +226,22 @@ def release_lock(lock: Path, text: str) -> None:
 
 
 def take_lock(directory: Path, log=print) -> bool:
-    """Mark the directory as in use by this process for as long as it runs. The lock appears complete and only if
-    none is there (os.link fails on an existing name), so two runs cannot both take it; a stale one is moved aside
-    under a name only this process uses, and checked to be the one read, before this one takes its place."""
+    """Mark the directory as in use by this process for as long as it runs: the system's lock on the directory
+    (hold_directory), then .run.lock (write_lock_file). False, and nothing held, when another run has it."""
+    held_before = str(Path(directory).resolve()) in HELD
+    if not hold_directory(directory):
+        return False
+    if write_lock_file(directory, log):
+        return True
+    if not held_before:
+        let_go(directory)
+    return False
+
+
+def write_lock_file(directory: Path, log=print) -> bool:
+    """.run.lock, naming this process. It appears complete and only if none is there (os.link fails on an existing
+    name), so two runs cannot both take it; a stale one is moved aside under a name only this process uses, and
+    checked to be the one read, before this one takes its place."""
     lock, text = directory / LOCK_FILE, lock_text()
     temp = directory / f"{LOCK_FILE}.{os.getpid()}.tmp"
     temp.write_text(text, encoding="utf-8")
@@ -231,10 +308,35 @@ def reached_the_end(checkpoint: Path, saved: dict, config: dict) -> str | None:
     step, max_steps = state.get("global_step", 0), config.get("max_steps", -1)
     if isinstance(max_steps, int) and max_steps > 0:
         return f"step {step} of --max-steps {max_steps}" if step >= max_steps else None
-    # Trained by epochs: the state's max_steps is what the same --num-train-epochs came to when it was saved.
     epochs = config.get("num_train_epochs")
-    if epochs is not None and saved.get("num_train_epochs") == epochs and step >= state.get("max_steps", step + 1) > 0:
-        return f"step {step} of {state['max_steps']} (--num-train-epochs {epochs})"
+    if epochs is None:
+        return None
+    per_epoch = steps_per_epoch(step, state.get("epoch"), config.get("grad_accum", saved.get("grad_accum", 1)))
+    if per_epoch is None:  # a state that does not say: what the same --num-train-epochs came to when it was saved
+        trained_by_epochs = saved.get("max_steps", -1) in (-1, None) and saved.get("num_train_epochs") == epochs
+        planned = state.get("max_steps", 0) if trained_by_epochs else 0
+    else:
+        planned = math.ceil(epochs * per_epoch)  # the Trainer's own count (Trainer.set_initial_training_values)
+    return f"step {step} of {planned} (--num-train-epochs {epochs})" if 0 < planned <= step else None
+
+
+def steps_per_epoch(step: int, epoch, grad_accum: int) -> int | None:
+    """The optimizer steps in one epoch, from a checkpoint's global step and epoch; None when they do not say.
+    The Trainer counts the epoch in batches: k + b/L after b of the epoch's L batches, with a step every grad_accum
+    batches and one at the epoch's end, so an epoch has ceil(L / grad_accum) steps and b is grad_accum times the
+    steps into the epoch (or L at its end)."""
+    if not isinstance(epoch, (int, float)) or epoch <= 0 or not isinstance(step, int) or step <= 0:
+        return None
+    whole = round(epoch)
+    if whole >= 1 and abs(epoch - whole) < 1e-9:  # at the end of an epoch
+        return step // whole if step % whole == 0 else None
+    done, fraction = math.floor(epoch), epoch - math.floor(epoch)
+    for into in range(1, step + 1):  # steps into the current epoch; the epochs before it had step - into
+        batches = into * grad_accum / fraction
+        per_epoch = -(-round(batches) // grad_accum)
+        if (abs(batches - round(batches)) < 1e-6 * batches and done * per_epoch + into == step
+                and into < per_epoch):
+            return per_epoch
     return None
 
 
@@ -304,7 +406,7 @@ def plan_resume(run_dir: Path, config: dict, log=print) -> RunPlan:
         if reached:
             adapter = "" if (run_dir / "adapter").exists() else f" (adapter/ was never saved: {checkpoint} holds it)"
             log(f"--resume: {checkpoint} already reached {reached}: nothing to train, {run_dir} is left as it "
-                f"is{adapter}; raise --max-steps to train further")
+                f"is{adapter}; raise --max-steps or --num-train-epochs to train further")
             raise SystemExit(0)
         log(f"--resume: continuing from {checkpoint}")
         return RunPlan(run_dir, checkpoint, reuses=True)

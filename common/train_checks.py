@@ -68,12 +68,47 @@ def check_disk_for_checkpoints(run_dir: Path, trainable_params: int, optim: str)
 
 @contextlib.contextmanager
 def disk_full_is_an_error(run_dir: Path):
-    """A full disk while saving a checkpoint: one line saying which disk and how to go on, not a traceback."""
+    """A full disk while training writes (a checkpoint, the adapter): one line naming the file, the free space and
+    how to go on, not a traceback. What the full disk cut off is removed, so nothing half-written keeps its final
+    name: a checkpoint without its trainer_state.json (written last), adapter/ or the file being written."""
     try:
         yield
-    except Exception as err:  # not only OSError: the tokenizers library saves tokenizer.json with a plain Exception
-        if not (is_disk_full(err) or (isinstance(err, OSError) and "No space left" in str(err))):
+    except Exception as err:  # not only OSError: torch.save raises a RuntimeError, the tokenizers library an Exception
+        if not is_disk_full(err, run_dir):
             raise
-        where = getattr(err, "filename", None) or "while saving a checkpoint"
-        raise UserError(f"the disk holding {run_dir} is full ({where}); free some space, then continue with "
-                        f"--output-dir {run_dir} --resume (the newest complete checkpoint is kept)") from None
+        path = Path(getattr(err, "filename", None) or last_written(run_dir) or run_dir)
+        removed = remove_cut_off(Path(run_dir), path)
+        free = shutil.disk_usage(run_dir).free
+        raise UserError(f"the disk holding {run_dir} is full: {path} could not be written, {free / 1e6:.1f} MB is "
+                        "free" + (f"; removed what it cut off ({', '.join(map(str, removed))})" if removed else "")
+                        + f"; free some space, then continue with --output-dir {run_dir} --resume (the newest "
+                        "complete checkpoint is kept)") from None
+
+
+def last_written(run_dir: Path) -> Path | None:
+    """The file most recently written under run_dir: the one a full disk cut off, when the error does not say
+    (torch.save's does not)."""
+    from common.runs import LOCK_FILE
+
+    files = [p for p in Path(run_dir).rglob("*") if p.is_file() and not p.name.startswith(LOCK_FILE)]
+    return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def remove_cut_off(run_dir: Path, path: Path) -> list[Path]:
+    """Delete the checkpoints a full disk left incomplete (--resume skips them anyway; deleting them gives the space
+    back), and adapter/ or the single file it was writing; return what was deleted."""
+    from common.runs import CONFIG_FILE, LOCK_FILE, checkpoint_problem
+
+    removed = [c for c in sorted(run_dir.glob("checkpoint-*")) if c.is_dir() and checkpoint_problem(c)]
+    try:
+        top = run_dir / path.resolve().relative_to(run_dir.resolve()).parts[0]
+    except (ValueError, IndexError):
+        top = None
+    if top is not None and top.name == "adapter" and top.is_dir():
+        removed.append(top)
+    elif (top is not None and top.resolve() == path.resolve() and top.is_file()
+          and top.name != CONFIG_FILE and not top.name.startswith(LOCK_FILE)):
+        removed.append(top)
+    for item in removed:
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    return removed

@@ -114,7 +114,7 @@ def main(argv=None):
                 examples, dropped = build_examples(tokenizer, conversation, args.label_layout, args.max_seq_length,
                                                    args.empty_think, args.thinking)
         except TemplateError as err:
-            raise DataError(args.data, line, "messages", str(err)) from None
+            raise DataError(args.data, line, getattr(err, "field", "messages"), str(err)) from None
         spans = [span for e in examples for span in trained_spans(tokenizer, e["input_ids"], e["labels"])]
         trained = sum(label != IGNORE_INDEX for e in examples for label in e["labels"])
         totals["rows"] += 1

@@ -74,21 +74,11 @@ BAD_ROWS = {
     "lone_surrogate": ('{"messages": [{"role": "user", "content": "hi \\ud800 there"}, '
                        '{"role": "assistant", "content": "yo"}]}',
                        "messages[0].content", "is a lone surrogate"),
-    "unclosed_think": ({"messages": [{"role": "user", "content": "hi"},
-                                     {"role": "assistant", "content": "<think>hmm"}]},
-                       "messages[1].content", "opens <think> but never closes it"),
-    "reasoning_twice": ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "reasoning_content": "a",
-                                                                        "content": "<think>b</think>yo"}]},
-                        "messages[1]", "both reasoning_content and a <think> block"),
-    "second_think_block": ({"messages": [{"role": "user", "content": "hi"},
-                                         {"role": "assistant", "content": "<think>a</think>yo <think>b</think> yo"}]},
-                           "messages[1].content", "a </think> in the reply, after where the reasoning ends"),
-    "second_raw_think_close": ({"messages": [{"role": "user", "content": "hi"},
-                                             {"role": "assistant", "content": "a\n</think>\n\nyo\n</think>\n\nyo"}]},
-                               "messages[1].content", "(a second <think>...</think> block?)"),
-    "think_block_mid_reply": ({"messages": [{"role": "user", "content": "hi"},
-                                            {"role": "assistant", "content": "yo <think>b</think> yo"}]},
-                              "messages[1].content", "put all the reasoning in one block at the start"),
+    "think_close_in_reasoning_content": ({"messages": [{"role": "user", "content": "hi"},
+                                                       {"role": "assistant", "reasoning_content": "a\n</think>\nb",
+                                                        "content": "yo"}]},
+                                         "messages[1].reasoning_content", "has a </think> in it, which would end the "
+                                                                          "reasoning there"),
     "reasoning_on_user_turn": ({"messages": [{"role": "user", "content": "hi", "reasoning_content": "hmm"},
                                              {"role": "assistant", "content": "yo"}]},
                                "messages[0].reasoning_content", "a 'user' turn has no reasoning (it would be dropped)"),
@@ -231,37 +221,20 @@ def test_content_parts_are_joined():
     assert to_messages(record, "x.jsonl", 1)[0] == {"role": "user", "content": "a b"}
 
 
-def test_reasoning_comes_apart_from_the_reply_either_way():
+def test_reasoning_content_comes_apart_and_the_content_stays_as_written():
+    """reasoning_content is reasoning whatever the template; reasoning written into the content is left there: it
+    is reasoning only for a template that renders reasoning (labels.reasoning_apart, tests/test_labels.py)."""
     api = {"messages": [{"role": "user", "content": "2+2?"},
                         {"role": "assistant", "reasoning_content": "\nAdd them.\n", "content": "4"}]}
-    inline = {"messages": [{"role": "user", "content": "2+2?"},
-                           {"role": "assistant", "content": "<think>\nAdd them.\n</think>\n\n4"}]}
-    expected = {"role": "assistant", "content": "4", "reasoning": "Add them."}
-    assert to_messages(api, "x.jsonl", 1)[1] == to_messages(inline, "x.jsonl", 1)[1] == expected
-    empty = {"messages": [{"role": "user", "content": "q"},
-                          {"role": "assistant", "content": "<think>\n\n</think>\n\na"}]}
-    assert to_messages(empty, "x.jsonl", 1)[1] == {"role": "assistant", "content": "a"}  # an empty block: no reasoning
-
-
-def test_r1_raw_completion_is_reasoning_then_answer():
-    # R1's prompt ends with "<think>\n", so what it writes (saved by vLLM or llama.cpp without a reasoning parser)
-    # starts with the reasoning and closes a block it never opened
-    raw = {"messages": [{"role": "user", "content": "17 + 25?"},
-                        {"role": "assistant", "content": "17 + 20 = 37, + 5 = 42.\n</think>\n\n42."}]}
-    assert to_messages(raw, "x.jsonl", 1)[1] == {"role": "assistant", "content": "42.",
-                                                 "reasoning": "17 + 20 = 37, + 5 = 42."}
-    empty = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\n</think>\n\na"}]}
-    assert to_messages(empty, "x.jsonl", 1)[1] == {"role": "assistant", "content": "a"}  # an empty block: no reasoning
-    both = {"messages": [{"role": "user", "content": "q"},
-                         {"role": "assistant", "reasoning_content": "r", "content": "s</think>a"}]}
-    with pytest.raises(DataError, match="both reasoning_content and a <think> block"):
-        to_messages(both, "x.jsonl", 1)
-    # a reply that only mentions the tag, after it opens, is left as it is
-    mention = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "I use <think> tags."}]}
-    assert to_messages(mention, "x.jsonl", 1)[1] == {"role": "assistant", "content": "I use <think> tags."}
+    assert to_messages(api, "x.jsonl", 1)[1] == {"role": "assistant", "content": "4", "reasoning": "Add them."}
+    for content in ("<think>\nAdd them.\n</think>\n\n4", "17 + 20 = 37, + 5 = 42.\n</think>\n\n42.",
+                    "Type </think> to close it.", "<think> opens a block.", "I use <think> tags."):
+        record = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": content}]}
+        assert to_messages(record, "x.jsonl", 1)[1] == {"role": "assistant", "content": content}
     empty_fields = {"messages": [{"role": "user", "content": "q", "reasoning_content": None},
-                                 {"role": "assistant", "content": "a"}]}  # exports that write the field on every turn
-    assert to_messages(empty_fields, "x.jsonl", 1)[0] == {"role": "user", "content": "q"}
+                                 {"role": "assistant", "content": "a", "reasoning_content": ""}]}
+    assert to_messages(empty_fields, "x.jsonl", 1) == [{"role": "user", "content": "q"},  # exports that write the
+                                                       {"role": "assistant", "content": "a"}]  # field on every turn
 
 
 def test_held_out_conversations_that_are_also_trained_are_warned_about(tmp_path):

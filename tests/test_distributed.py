@@ -104,3 +104,12 @@ def test_a_data_error_under_torchrun_is_shown(tmp_path):
     # Each process exits 2; torchrun itself then exits 1 (its code for any failed child), naming the 2 per rank.
     assert result.returncode == 1 and "exitcode  : 2" in result.stderr
     assert not (tmp_path / "run").exists()
+    # torchrun's ChildFailedError report comes last: the line says so, and the report ends with it as the cause
+    # (it said "To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html")
+    follows = " (the launcher's report of the stopped processes follows, and ends with this line as their cause)"
+    assert all(line.endswith(follows) for line in lines), lines
+    causes = [line.strip() for line in result.stderr.splitlines() if line.strip().startswith("traceback :")]
+    assert len(causes) == 2 and all(cause == f"traceback : {lines[0].removesuffix(follows)}" for cause in causes), \
+        result.stderr[-3000:]
+    last = [line for line in result.stderr.splitlines() if line.strip() and set(line.strip()) != {"="}][-1]
+    assert last.strip() == causes[-1]

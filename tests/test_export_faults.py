@@ -222,20 +222,209 @@ def test_the_space_estimate_counts_the_tokenizer_model_merged16_gets(merged_run)
     assert tokenizer_bytes(adapter) == files + (Path(base) / "tokenizer.model").stat().st_size
 
 
-def test_disk_full_in_the_tokenizers_library_while_training_is_one_line(tmp_path):
+def test_disk_full_in_the_tokenizers_library_while_training_is_one_line(tmp_path, monkeypatch):
     """Saving a checkpoint, the tokenizers library (Rust) reports a full disk as a plain Exception, not an OSError,
     and the recipe's disk_full_is_an_error let it through as a traceback. Other plain Exceptions still go through."""
     from common.errors import UserError
     from common.train_checks import disk_full_is_an_error
 
     run_dir = re.escape(str(tmp_path))
-    with pytest.raises(UserError, match=rf"^the disk holding {run_dir} is full \(while saving a checkpoint\); free "
-                                        rf"some space, then continue with --output-dir {run_dir} --resume"):
+    (tmp_path / "checkpoint-2").mkdir()
+    (tmp_path / "checkpoint-2" / "tokenizer.json").write_text("{")  # cut off: written before trainer_state.json
+    with pytest.raises(UserError, match=rf"^the disk holding {run_dir} is full: {run_dir}/checkpoint-2/tokenizer.json "
+                                        r"could not be written, [\d,.]+ MB is free; removed what it cut off "
+                                        rf"\({run_dir}/checkpoint-2\); free some space, then continue with "
+                                        rf"--output-dir {run_dir} --resume"):
         with disk_full_is_an_error(tmp_path):
             raise Exception(f"{NO_SPACE} (os error 28)")
-    with pytest.raises(UserError, match=r"is full \(/x/optimizer.pt\)"):
+    assert not (tmp_path / "checkpoint-2").exists()
+    with pytest.raises(UserError, match=r"is full: /x/optimizer.pt could not be written"):
         with disk_full_is_an_error(tmp_path):
             raise OSError(errno.ENOSPC, NO_SPACE, "/x/optimizer.pt")
     with pytest.raises(Exception, match="^something else$"):
         with disk_full_is_an_error(tmp_path):
             raise Exception("something else")
+
+
+def a_full_disk(monkeypatch, free: int = 4096):
+    """shutil.disk_usage as on a disk that a write has just filled (what is left is less than a file system block
+    or two): only the free space is faked, the write errors are the libraries' own."""
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=free))
+
+
+def test_disk_full_while_the_trainer_writes_optimizer_pt_is_one_line(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError from its C++ stream ("[enforce fail at
+    inline_container.cc:...] . unexpected pos ..."), with no errno: it went through as a traceback, and the cut-off
+    checkpoint-4 kept its name beside the complete checkpoint-2."""
+    import torch
+
+    from common.errors import UserError
+    from common.train_checks import disk_full_is_an_error
+
+    complete = tmp_path / "checkpoint-2"
+    complete.mkdir()
+    torch.save({"step": 2}, complete / "optimizer.pt")
+    (complete / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    cut_off = tmp_path / "checkpoint-4"
+    cut_off.mkdir()
+    (cut_off / "adapter_model.safetensors").write_bytes(b"x")
+    a_full_disk(monkeypatch)
+    run_dir = re.escape(str(tmp_path))
+    with pytest.raises(UserError, match=rf"^the disk holding {run_dir} is full: {run_dir}/checkpoint-4/optimizer.pt "
+                                        r"could not be written, 0\.0 MB is free; removed what it cut off "
+                                        rf"\({run_dir}/checkpoint-4\); free some space, then continue with "
+                                        rf"--output-dir {run_dir} --resume \(the newest complete checkpoint is "
+                                        r"kept\)$"):
+        with disk_full_is_an_error(tmp_path):
+            with open(cut_off / "optimizer.pt", "wb") as half:  # what the stream wrote before the disk was full
+                half.write(b"PK\x03\x04 half an archive")
+            torch.save({"exp_avg": torch.zeros(1000)}, "/dev/full")  # the RuntimeError torch raises on ENOSPC
+    assert not cut_off.exists() and (complete / "optimizer.pt").is_file()
+
+
+def test_disk_full_while_the_modelfile_is_written_is_one_line(tmp_path, monkeypatch):
+    """The Modelfile (and each record) written under a temporary name: an ENOSPC OSError went through as a
+    traceback from atomic_files."""
+    from common.errors import UserError
+    from common.export.modelfile import write_modelfile
+
+    gguf_file = tmp_path / "run-q4_k_m.gguf"
+    real_write = Path.write_text
+
+    def full(path, text, **kwargs):
+        real_write(path, text[:10], **kwargs)
+        raise OSError(errno.ENOSPC, NO_SPACE, str(path))
+    monkeypatch.setattr(Path, "write_text", full)
+    a_full_disk(monkeypatch)
+    modelfile = re.escape(str(gguf_file.with_suffix(".Modelfile")))
+    with pytest.raises(UserError, match=rf"^the disk mounted at /\S*( \(\S+\))? filled up while {modelfile} was "
+                                        r"written: 0\.0 MB is free; nothing was kept under that name; free some "
+                                        r"space, or write to another disk with --out$"):
+        write_modelfile(gguf_file, None, "no TEMPLATE")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("step", ["convert", "quantize"])
+def test_disk_full_while_a_gguf_is_written_is_one_line(tmp_path, monkeypatch, step):
+    """llama.cpp's converter (a child process) and quantizer report a full disk as a failure of their own: it was
+    "the converter failed: OSError: ..." or "the quantizer failed (1)", without the free space."""
+    import subprocess
+
+    import llama_cpp
+
+    from common.errors import UserError
+    from common.export import gguf
+
+    target = tmp_path / f"run-{'f16' if step == 'convert' else 'q8_0'}.gguf"
+    partial = gguf.temporary_name(target)
+    if step == "convert":
+        def converter(command, **kwargs):
+            partial.write_bytes(b"GGUF half")
+            return subprocess.CompletedProcess(command, 1, "", f"OSError: [Errno 28] {NO_SPACE}\n")
+        monkeypatch.setattr(gguf.subprocess, "run", converter)
+        make = lambda: gguf.convert_to_gguf(tmp_path, target, None)  # noqa: E731
+    else:
+        def quantizer(source, destination, params):
+            partial.write_bytes(b"GGUF half")
+            return 1
+        monkeypatch.setattr(llama_cpp, "llama_model_quantize", quantizer)
+        a_full_disk(monkeypatch)
+        make = lambda: gguf.quantize_gguf(tmp_path / "run-f16.gguf", target, "q8_0", None)  # noqa: E731
+    with pytest.raises(UserError, match=rf"filled up while {re.escape(str(target))} was written: [\d.]+ [MG]B is "
+                                        "free; nothing was kept under that name"):
+        make()
+    assert list(tmp_path.iterdir()) == []
+
+
+def damaged(merged_run: Path, tmp_path: Path, change) -> Path:
+    """A copy of the run whose adapter weights `change` rewrote ({name: tensor} -> {name: tensor})."""
+    from safetensors.torch import load_file, save_file
+
+    run_dir = run_copy(merged_run, tmp_path)
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    save_file(change(load_file(weights)), weights)
+    return run_dir
+
+
+def export_refused(run_dir: Path, to: str, out: Path) -> str:
+    """export_run in this process (PEFT and the base's config load once): the UserError's line; nothing written."""
+    from common.errors import UserError
+    from common.export import export_run
+
+    with pytest.raises(UserError) as refusal:
+        export_run(run_dir, to, ["f16"], out_dir=out)
+    assert not out.exists()
+    return str(refusal.value)
+
+
+@pytest.mark.parametrize("to", ["adapter", "merged16", "gguf"])
+def test_an_adapter_whose_names_fit_no_module_is_refused_before_anything_is_written(merged_run, tmp_path, to):
+    """Tensor names changed (self_attn -> attn): PEFT only warned, and merged16 and the GGUFs were the plain base
+    model, exit 0."""
+    run_dir = damaged(merged_run, tmp_path, lambda w: {k.replace("self_attn", "attn"): v for k, v in w.items()})
+    message = export_refused(run_dir, to, tmp_path / "out")
+    assert re.fullmatch(rf"{re.escape(str(run_dir / 'adapter' / 'adapter_model.safetensors'))} does not fit the base "
+                        r"model \S+: 16 of its 28 tensors name no LoRA module of it \(the first: base_model\.model\."
+                        r"model\.layers\.0\.attn\.\w+\.lora_[AB]\.weight\), so the export would be the plain base "
+                        r"model \(.*\); nothing was exported: pass the base it was trained on with --base, or run the "
+                        r"recipe again .*", message), message
+
+
+def test_an_adapter_with_wrong_shapes_is_refused(merged_run, tmp_path):
+    """A lora_A of another rank: --to adapter copied it, exited 0 and said it loads with PEFT (it does not)."""
+    def other_rank(weights):
+        name = next(k for k in weights if k.endswith("q_proj.lora_A.weight"))
+        return {**weights, name: weights[name][:4]}
+    message = export_refused(damaged(merged_run, tmp_path, other_rank), "adapter", tmp_path / "out")
+    assert (": a tensor has another shape than the model's (size mismatch for base_model.model.model.layers.0."
+            "self_attn.q_proj.lora_A.default.weight: copying a param with shape torch.Size([4, 128]) from checkpoint, "
+            "the shape in current model is torch.Size([8, 128]).): it was saved for another model size") in message, \
+        message
+
+
+def test_a_nan_adapter_is_one_line_with_exit_code_2(merged_run, tmp_path):
+    """A run that diverged saves NaN: it exported with exit 0, and llama.cpp's load check passed the GGUF (its
+    logits all zero)."""
+    def diverged(weights):
+        name = sorted(weights)[0]
+        return {**weights, name: weights[name] * float("nan")}
+    run_dir = damaged(merged_run, tmp_path, diverged)
+    message = refused(run_dir, "--to", "gguf", "--out", tmp_path / "out")
+    assert message.startswith(f"error: {run_dir / 'adapter' / 'adapter_model.safetensors'}: base_model.model.model."
+                              "layers.0.mlp.down_proj.lora_A.weight has 2048 NaN or infinite values (of 2048): the "
+                              "training diverged"), message
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_adapter_saved_as_bin_is_read_and_checked(merged_run, tmp_path):
+    """Only adapter_model.bin (PEFT's older format, which PEFT still loads): it was never read, so a damaged one
+    exported --to adapter with exit 0. It is read as PEFT reads it, and checked like the safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    from common.export import export_run
+
+    run_dir = run_copy(merged_run, tmp_path)
+    weights = run_dir / "adapter" / "adapter_model.safetensors"
+    bin_file = weights.with_suffix(".bin")
+    torch.save(load_file(weights), bin_file)
+    weights.unlink()
+    assert (export_run(run_dir, "adapter", out_dir=tmp_path / "good")["adapter"] / "adapter_model.bin").is_file()
+    cut_in_half(bin_file)
+    message = export_refused(run_dir, "adapter", tmp_path / "out")
+    assert message.startswith(f"{bin_file}: the adapter weights cannot be read (") and message.endswith(
+        "the file is cut short or damaged; run the recipe again to save it (this run kept no checkpoint to copy it "
+        "from)"), message
+
+
+def test_a_truncated_adapter_config_is_one_line_with_exit_code_2(merged_run, tmp_path):
+    """adapter_config.json cut short: a JSONDecodeError traceback."""
+    run_dir = run_copy(merged_run, tmp_path)
+    config = run_dir / "adapter" / "adapter_config.json"
+    config.write_text(config.read_text()[:100])
+    message = refused(run_dir, "--to", "adapter", "--out", tmp_path / "out")
+    assert message.startswith(f"error: {config}: not a readable adapter config (") and message.endswith(
+        "): the file is cut short or damaged; run the recipe again to save it (this run kept no checkpoint to copy it "
+        "from)"), message
+    assert not (tmp_path / "out").exists()

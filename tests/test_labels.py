@@ -1,4 +1,6 @@
 """Assistant-only labels, checked span by span on adversarial conversations."""
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -161,13 +163,68 @@ def test_reasoning_is_kept_and_no_reasoning_gets_an_empty_think_block(tiny_token
     assert tok.decode(example["input_ids"]).endswith("<｜Assistant｜>4" + EOS)
 
 
-@pytest.mark.parametrize("reply", ["<br> breaks a line.", "<think> is not a tag I use.", "<｜Assistant｜> typed"])
+@pytest.mark.parametrize("reply", ["<br> breaks a line.", "<thinking> is not a tag I use.", "<｜Assistant｜> typed"])
 def test_a_reply_starting_with_a_bracket_keeps_its_first_characters(tiny_tokenizer, reply):
     tok = r1_tokenizer(tiny_tokenizer)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": reply}]
     for empty_think, expected in ((True, "\n</think>\n\n" + reply + EOS), (False, reply + EOS)):
         example = build_examples(tok, messages, "all_turns", empty_think=empty_think)[0][0]
         assert trained_spans(tok, example["input_ids"], example["labels"]) == [expected]
+
+
+THINK_TEXT = ["Type </think> to close it.", "<think> opens a block, </think> closes it.", "<think> is a tag.",
+              "17 + 25 = 42.\n</think>\n\n42."]
+
+
+@pytest.mark.parametrize("reply", THINK_TEXT)
+def test_think_tags_are_text_for_a_template_that_renders_no_reasoning(tiny_tokenizer, tiny_llama3_tokenizer, reply,
+                                                                       tmp_path):
+    """Llama-3.1 and DeepSeek-LLM know nothing of reasoning: a reply that mentions </think> was rewritten into a
+    think block ("<think>\nType \n</think>\n\nto close it.<|eot_id|>"), and one that starts with <think> and never
+    closes it was refused. Their text is the reply, trained verbatim."""
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "How do I close a think block?"},
+                                             {"role": "assistant", "content": reply}]}) + "\n", encoding="utf-8")
+    messages = load_conversations(data).conversations[0].messages
+    for tokenizer, expected in ((tiny_llama3_tokenizer, reply + "<|eot_id|>"), (tiny_tokenizer, " " + reply + EOS)):
+        example = build_examples(tokenizer, messages)[0][0]
+        assert trained_spans(tokenizer, example["input_ids"], example["labels"]) == [expected]
+
+
+THINK_REFUSED = {  # reply content -> what a template that renders reasoning refuses it for
+    "<think>hmm": "reply 1: opens <think> but never closes it with </think>",
+    "<think>a</think>yo <think>b</think> yo": "reply 1: has a </think> in the reply, after where the reasoning ends",
+    "a\n</think>\n\nyo\n</think>\n\nyo": "reply 1: has a </think> in the reply, after where the reasoning ends",
+    "yo <think>b</think> yo": "reply 1: has a </think> in the reply, after where the reasoning ends",
+    "<think>a</think>\n\n": "reply 1: has no reply after </think>",
+}
+
+
+@pytest.mark.parametrize("content", sorted(THINK_REFUSED))
+def test_a_reasoning_template_refuses_reasoning_it_cannot_read_with_file_and_line(tiny_tokenizer, tmp_path, content):
+    from common.data import DataError
+
+    data = tmp_path / "data.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": content}]}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match=f"^{re.escape(str(data))}:2: {re.escape(THINK_REFUSED[content])}"):
+        build_dataset(r1_tokenizer(tiny_tokenizer), load_conversations(data).conversations, "all_turns", 64,
+                      source=data)
+    both = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "s</think>a", "reasoning": "r"}]
+    with pytest.raises(TemplateError, match="both reasoning_content and a <think> block"):
+        build_examples(r1_tokenizer(tiny_tokenizer), both)
+
+
+def test_a_reasoning_template_reads_reasoning_in_the_content_either_way(tiny_tokenizer):
+    tok = r1_tokenizer(tiny_tokenizer)
+    for content in ("<think>\nAdd them.\n</think>\n\n4", "Add them.\n</think>\n\n4"):  # R1's raw completion
+        example = build_examples(tok, [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": content}])
+        assert trained_spans(tok, example[0][0]["input_ids"], example[0][0]["labels"]) == ["Add them.\n</think>\n\n4"
+                                                                                            + EOS]
+    for content in ("<think>\n\n</think>\n\n4", "\n</think>\n\n4"):  # an empty block: no reasoning
+        example = build_examples(tok, [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": content}])
+        assert trained_spans(tok, example[0][0]["input_ids"], example[0][0]["labels"]) == ["\n</think>\n\n4" + EOS]
 
 
 def test_text_after_the_end_of_turn_token_is_context(tiny_tokenizer):

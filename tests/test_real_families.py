@@ -213,6 +213,42 @@ def test_what_labels_cannot_express_is_refused_in_one_line_naming_the_template_b
         build_dataset(tokenizer, data, "all_turns", 2048, source="adversarial.jsonl")
 
 
+def rendered_by_llama_cpp_python(template: str, tokenizer, messages) -> str:
+    """What llama-cpp-python renders from a GGUF's chat template, given no options (as llama.cpp and llama-server
+    render it unless asked)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    return Jinja2ChatFormatter(template, eos_token=tokenizer.eos_token, bos_token=tokenizer.bos_token or "",
+                               add_generation_prompt=True)(messages=messages).prompt
+
+
+def test_the_gguf_template_renders_the_runs_thinking_mode_unasked(tokenizers):
+    """A GGUF kept the base's chat template, whose default can be the opposite of the run's --thinking: a Qwen3
+    --thinking off run's GGUF, rendered without options, prompted for thinking; an R1 template that reads
+    enable_thinking and defaults to off did so under a --thinking on run. --verify and the Modelfile pass the run's
+    setting, so nothing said it."""
+    from common.export.gguf import thinking_by_default
+
+    prompts = [c.messages[:-1] for c in conversations(REASONING)] + [c.messages[:1] for c in conversations()]
+    qwen3 = tokenizers["qwen3-0.6b"]
+    r1 = copy.deepcopy(tokenizers["deepseek-r1-distill-qwen-1.5b"])
+    r1.chat_template = r1.chat_template.replace(  # undefined enable_thinking is false: off unless asked
+        "{{'<｜Assistant｜><think>\\n'}}",
+        "{{'<｜Assistant｜><think>\\n'}}{% if not enable_thinking %}{{'</think>\\n\\n'}}{% endif %}")
+    for tokenizer, thinking in ((qwen3, False), (r1, True)):
+        template = thinking_by_default(tokenizer, tokenizer.chat_template, {"enable_thinking": thinking}, prompts)
+        assert template != tokenizer.chat_template
+        for messages in prompts:
+            trained = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                    enable_thinking=thinking)
+            assert rendered_by_llama_cpp_python(template, tokenizer, messages) == trained
+            assert rendered_by_llama_cpp_python(tokenizer.chat_template, tokenizer, messages) != trained  # before
+        # where the default is already the run's, or the template reads no enable_thinking: the template as it is
+        assert thinking_by_default(tokenizer, tokenizer.chat_template, {"enable_thinking": not thinking},
+                                   prompts) == tokenizer.chat_template
+    llama = tokenizers["llama-3.1-8b-instruct"]
+    assert thinking_by_default(llama, llama.chat_template, {"enable_thinking": False}, prompts) == llama.chat_template
+
+
 # ------------------------------------------------------------------ the DeepSeek recipe, export and parity
 
 PARITY = re.compile(r"parity (\S+): prompt ids match (\d+)/(\d+); next-token agreement (\d+)/(\d+) \(.*?\), "
@@ -293,6 +329,25 @@ def test_recipe_trains_exports_and_matches_llama_cpp(family, tmp_path):
     if family == "qwen3-0.6b":  # the Modelfile asks as training did: after the closed empty think block
         assert "Modelfile: Qwen3, thinking off chat format" in exported.stdout
     ollama_feeds_what_training_rendered(out, family)
+    llama_cpp_renders_what_training_rendered(out, family)
+
+
+def llama_cpp_renders_what_training_rendered(run_dir: Path, family: str):
+    """The chat template in the GGUF's own metadata, rendered without options as llama.cpp renders it, prompts as
+    training did (with the run's --thinking)."""
+    from llama_cpp import Llama
+
+    from common.export.run import conversations_of
+    from common.tokenizer import load_tokenizer
+
+    llm = Llama(str(run_dir / "export" / "gguf" / f"{family}-f16.gguf"), vocab_only=True, verbose=False)
+    template = llm.metadata["tokenizer.chat_template"]
+    llm.close()
+    tokenizer = load_tokenizer(run_dir / "adapter")
+    thinking = json.loads((run_dir / "run_config.json").read_text())["thinking"] == "on"
+    for messages in conversations_of(ROOT / "datasets/chat_multiturn/test.jsonl", 8):
+        assert rendered_by_llama_cpp_python(template, tokenizer, messages) == tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking), family
 
 
 def test_adalora_schedules_the_steps_a_per_reply_template_really_trains(tmp_path):

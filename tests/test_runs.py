@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from common.errors import UserError
 from common.runs import RunPlan, finish_replacing, newest_checkpoint, open_run_dir, plan_run_dir, save_run_config
-from conftest import run
+from conftest import ROOT, run
 
 RECIPE = "recipes/deepseek_multiturn.py"
 SHORT = ["--model", "tiny", "--max-steps", "4", "--save-steps", "2", "--eval-prompts", "0"]
@@ -253,3 +254,106 @@ def test_an_interrupted_overwrite_names_the_earlier_run_and_deletes_it_only_when
     deleted = [m for m in messages if "deleted the earlier run" in m]
     assert len(deleted) == 2 and any(str(aside) in m for m in deleted), messages
     assert not list(tmp_path.glob(".run.replaced-*"))
+
+
+def finished_by_epochs(directory: Path, steps: int) -> Path:
+    """A run trained for one epoch of `steps` optimizer steps: its final checkpoint's state as the Trainer writes it."""
+    out = fake_run(directory, checkpoint_step=steps, max_steps=-1)
+    config = {"model": "tiny", "max_steps": -1, "num_train_epochs": 1.0, "grad_accum": 4}
+    (out / "run_config.json").write_text(json.dumps(config))
+    (out / f"checkpoint-{steps}" / "trainer_state.json").write_text(json.dumps(
+        {"global_step": steps, "epoch": 1.0, "max_steps": steps, "num_train_epochs": 1}))
+    return out
+
+
+def test_resume_with_fewer_epochs_of_a_finished_run_changes_nothing(tmp_path):
+    """--resume --num-train-epochs 0.5 of a run that trained a whole epoch: the saved epoch count was compared for
+    equality only, so the run was resumed, trained nothing, and rewrote its adapter, eval and run_config.json
+    (which then claimed 0.5 epochs)."""
+    out = finished_by_epochs(tmp_path / "run", 38)
+    saved, before, messages = json.loads((out / "run_config.json").read_text()), hashes(out), []
+    with pytest.raises(SystemExit) as stop:
+        plan_run_dir(out, {**saved, "num_train_epochs": 0.5}, resume=True, log=messages.append)
+    assert stop.value.code == 0 and hashes(out) == before
+    assert f"{out / 'checkpoint-38'} already reached step 38 of 19 (--num-train-epochs 0.5): nothing to train" \
+        in messages[-1]
+    # more epochs than it trained continue from the checkpoint
+    assert plan_run_dir(out, {**saved, "num_train_epochs": 2.0}, resume=True, log=messages.append).checkpoint
+
+
+def test_resume_by_epochs_of_a_run_trained_by_max_steps_continues(finished, tmp_path):
+    """A run trained with --max-steps 4, resumed with --max-steps -1 (train the epoch): the state's max_steps (4,
+    from --max-steps) was read as what the epoch count came to, and the resume was refused with a false "already
+    reached step 4 of 4". The real checkpoint's state says how many steps an epoch has."""
+    out = copy_of(finished, tmp_path)
+    saved, messages = json.loads((out / "run_config.json").read_text()), []
+    plan = plan_run_dir(out, {**saved, "max_steps": -1}, resume=True, log=messages.append)
+    assert plan.checkpoint == out / "checkpoint-4" and "already reached" not in " ".join(messages), messages
+    from common.runs import steps_per_epoch
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    # 300 conversations, batch 2, accumulation 4: 150 batches an epoch, ceil(150 / 4) = 38 optimizer steps
+    assert steps_per_epoch(state["global_step"], state["epoch"], saved["grad_accum"]) == 38
+
+
+def test_steps_per_epoch_is_the_trainers_count():
+    """Every (step, epoch) a Trainer records, for epochs of 1 to 12 batches and accumulation 1 to 5, gives back its
+    steps per epoch (epoch k + b/L after b batches, a step every grad_accum batches and at the epoch's end)."""
+    import math
+
+    from common.runs import steps_per_epoch
+
+    for batches in range(1, 13):
+        for grad_accum in range(1, 6):
+            per_epoch, step = math.ceil(batches / grad_accum), 0
+            for k in range(3):
+                for into in range(1, per_epoch + 1):
+                    step += 1
+                    epoch = k + min(into * grad_accum, batches) / batches
+                    assert steps_per_epoch(step, epoch, grad_accum) == per_epoch, (batches, grad_accum, step)
+
+
+HOLDER = ("import sys\nfrom common.runs import open_run_dir, plan_run_dir\n"
+          "open_run_dir(plan_run_dir(sys.argv[1], {}, log=lambda m: None), log=lambda m: None)\n"
+          "print('locked', flush=True)\nsys.stdin.read()\n")
+
+
+@pytest.mark.parametrize("damage", ["deleted", "rewritten"])
+def test_a_live_run_whose_lock_file_was_deleted_or_rewritten_is_still_in_use(tmp_path, damage):
+    """The lock file deleted or overwritten by hand while its run trains: a missing or unreadable .run.lock was
+    taken as "no owner", and a second run reused the live directory, overwriting its run_config, checkpoints,
+    adapter and eval. The run's lock on the directory itself outlives its file."""
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        save_run_config({"model": "tiny"}, out)
+        lock = out / ".run.lock"
+        lock.unlink() if damage == "deleted" else lock.write_text("edited by hand")
+        before, messages = hashes(out), []
+        plan = plan_run_dir(out, {"model": "tiny"}, log=messages.append)
+        assert plan.run_dir == tmp_path / "run-2", messages
+        assert "in use by a run that is still going (a process that holds the directory locked" in messages[-1]
+        for flag in ("overwrite", "resume"):
+            with pytest.raises(UserError, match="in use by a run that is still going"):
+                plan_run_dir(out, {"model": "tiny"}, **{flag: True}, log=messages.append)
+        reuse = RunPlan(out, None, reuses=True)  # planned before the file was damaged
+        assert open_run_dir(reuse, log=messages.append) == tmp_path / "run-2"
+        assert hashes(out) == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    # once its process has ended, the directory is free again
+    assert plan_run_dir(out, {"model": "tiny"}, log=lambda m: None).run_dir == out
+
+
+def test_a_lock_that_is_a_directory_is_one_line_before_anything_loads(tmp_path):
+    """.run.lock made a directory (by hand, or a tool): IsADirectoryError once the model had loaded."""
+    out = fake_run(tmp_path / "run", adapter=False)
+    (out / ".run.lock").mkdir()
+    for flags in ({}, {"resume": True}, {"overwrite": True}):
+        with pytest.raises(UserError, match=rf"^{re.escape(str(out / '.run.lock'))} is a directory, not a run's lock "
+                                            r"file; nothing was changed: remove it \(rm -r .*\) and run again$"):
+            plan_run_dir(out, {"model": "tiny"}, **flags, log=lambda m: None)

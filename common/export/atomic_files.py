@@ -11,6 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
+from common.errors import is_disk_full
+from common.export.destination import disk_filled_up
+
 
 def temporary_name(final: Path) -> Path:
     """Where `final` is written first: the same folder, a name no reader looks for, tagged with our process id."""
@@ -54,10 +57,16 @@ def publish(temporary: Path, final: Path):
 
 
 def write_text_atomic(path: Path, text: str):
+    """`text` into `path` (a Modelfile, a record): a full disk is one line, and leaves nothing under the name."""
     tmp = temporary_name(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         publish(tmp, path)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        remove(tmp)
+        raise disk_filled_up(path) from None
     finally:
         remove(tmp)
 

@@ -82,6 +82,15 @@ def check_free_space(directory: Path, needs: dict[str, float]):
                         "write to another disk with --out")
 
 
+def disk_filled_up(path: Path) -> UserError:
+    """The one line for a disk that filled up while `path` was written (by us or by llama.cpp), after the free-space
+    check: another process wrote to it meanwhile, or the estimate was short. The caller has removed the temporary
+    file, so nothing is kept under that name."""
+    free = shutil.disk_usage(nearest_existing(Path(path))).free
+    return UserError(f"{disk_name(mount_point(Path(path)))} filled up while {path} was written: {size_text(free)} is "
+                     "free; nothing was kept under that name; free some space, or write to another disk with --out")
+
+
 def size_text(n_bytes: float) -> str:
     return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
 

@@ -9,11 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common.export.atomic_files import publish, remove, temporary_name
-from common.errors import UserError
+from common.errors import UserError, no_space_left
+from common.export.destination import disk_filled_up
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # llama.cpp's llama_ftype numbers (llama.h); f16 is what the converter writes, the others come from the quantizer.
@@ -31,19 +33,28 @@ class LoadExpectation:
     prompt_ids: list             # transformers' ids for it
 
 
-def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None, model_name: str | None = None):
+def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None, model_name: str | None = None,
+                    chat_template: str | None = None):
     """llama.cpp's convert_hf_to_gguf.py (the convert-hf-to-gguf package), writing float16, in a subprocess.
     `expect` None skips the load check (only for a directory that is not a model, as in the tests). `model_name`
     (the base model's) becomes general.name: llama.cpp reads it, and on a Phi-3 name strips the white space after
     the special tokens as the Phi-3 tokenizer does ("<|user|>\n" is one token); the folder's name, "merged16",
-    would not say it."""
+    would not say it. `chat_template`, when given, goes into the GGUF instead of merged_dir's (thinking_by_default):
+    the converter reads a folder of links to merged_dir's files with its own tokenizer_config.json (in the system's
+    temporary folder: a FUSE mount such as Colab's Google Drive may have no symbolic links)."""
     tmp = temporary_name(out)
     remove(tmp)
-    command = [sys.executable, "-m", "convert_hf_to_gguf", str(merged_dir), "--outfile", str(tmp), "--outtype", "f16"]
+    source = Path(merged_dir)
+    if chat_template is not None:
+        source = Path(tempfile.mkdtemp(prefix="gguf-input-")) / "model"
+        with_chat_template(merged_dir, source, chat_template)
+    command = [sys.executable, "-m", "convert_hf_to_gguf", str(source), "--outfile", str(tmp), "--outtype", "f16"]
     if model_name:
         command += ["--model-name", model_name]
     try:
         result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 and ("No space left on device" in result.stderr or no_space_left(out.parent)):
+            raise disk_filled_up(out)
         if result.returncode != 0 or not tmp.is_file():
             # The converter's last line is its exception ("ValueError: Error: Missing .../tokenizer.model").
             tail = ((result.stderr or result.stdout).strip().splitlines() or ["no output"])[-1].strip()
@@ -55,6 +66,51 @@ def convert_to_gguf(merged_dir: Path, out: Path, expect: LoadExpectation | None,
         publish(tmp, out)
     finally:
         remove(tmp)
+        if source != Path(merged_dir):
+            remove(source.parent)
+
+
+def with_chat_template(model_dir: Path, folder: Path, chat_template: str):
+    """`folder`: links to every file of `model_dir`, and a tokenizer_config.json whose chat_template (which the
+    converter reads before chat_template.jinja) is `chat_template`."""
+    folder.mkdir()
+    for item in Path(model_dir).iterdir():
+        if item.name != "tokenizer_config.json":
+            (folder / item.name).symlink_to(item.resolve())
+    config_file = Path(model_dir) / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    config["chat_template"] = chat_template
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+
+
+def thinking_by_default(tokenizer, template: str | None, chat_options: dict, conversations) -> str | None:
+    """The chat template for the GGUF: `template`, made to render what training rendered when it is given no
+    enable_thinking (llama.cpp, llama-server and llama-cpp-python render a GGUF's template without one). The base's
+    default can be the opposite of the run's --thinking: Qwen3's is on, an R1 template that reads enable_thinking
+    may default to off. `template` itself when it already renders the run's way (or reads no enable_thinking); else
+    it is prefixed with the run's setting as a default, and checked on `conversations` and a probe to render as
+    training did unasked, and as before when asked."""
+    if not template or "enable_thinking" not in chat_options:
+        return template
+    probes = [list(c) for c in conversations] + [[{"role": "user", "content": "Hi"}]]
+
+    def rendered(chat_template, **options):
+        return [tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False,
+                                              add_generation_prompt=True, **options) for messages in probes]
+    trained = rendered(template, **chat_options)
+    if rendered(template) == trained:
+        return template
+    thinking = bool(chat_options["enable_thinking"])
+    # Llama-3.1's own form of the test, which every template engine llama.cpp has used renders
+    fixed = (f"{{%- if not enable_thinking is defined %}}{{%- set enable_thinking = {str(thinking).lower()} %}}"
+             f"{{%- endif %}}\n{template}")
+    if rendered(fixed) != trained or rendered(fixed, enable_thinking=not thinking) != rendered(
+            template, enable_thinking=not thinking):
+        raise UserError("the chat template cannot be given the run's enable_thinking as its default (it renders "
+                        "differently once prefixed with it), so the GGUF would prompt other than training did "
+                        "(report this: it is a bug)")
+    return fixed
 
 
 def quantize_gguf(f16_file: Path, out: Path, quant: str, expect: LoadExpectation):
@@ -71,6 +127,8 @@ def quantize_gguf(f16_file: Path, out: Path, quant: str, expect: LoadExpectation
     remove(tmp)
     try:
         status = llama_cpp.llama_model_quantize(str(f16_file).encode(), str(tmp).encode(), params)
+        if status != 0 and no_space_left(out.parent):  # llama.cpp logs why, and returns only a status
+            raise disk_filled_up(out)
         if status != 0 or not tmp.is_file():
             raise UserError(f"llama.cpp's quantizer failed ({status}) making {quant} from {f16_file}")
         check_gguf_loads(tmp, expect, shown_as=out)

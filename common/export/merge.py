@@ -77,36 +77,19 @@ def tokenizer_bytes(adapter_dir: Path, base: str | None = None) -> int:
     return size
 
 
-def check_adapter_weights(adapter_dir: Path):
-    """Read every tensor of the run's adapter weights, as PEFT will: a file cut short (a full disk, a copy that
-    stopped) fails here as one line, before an export copies it or a merge loads a model for it."""
-    from safetensors import SafetensorError, safe_open
-
-    adapter_dir = Path(adapter_dir)
-    files = sorted(adapter_dir.glob("*.safetensors"))
-    if not files and not (adapter_dir / "adapter_model.bin").is_file():
-        raise UserError(f"{adapter_dir}: no adapter_model.safetensors; {how_to_replace(adapter_dir)}")
-    for file in files:
-        try:
-            with safe_open(file, framework="pt") as weights:
-                for key in weights.keys():
-                    weights.get_tensor(key)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise adapter_unreadable(file, err) from None
-
-
 def adapter_unreadable(file: Path, err: Exception) -> UserError:
-    return UserError(f"{file}: the adapter weights cannot be read ({str(err).splitlines()[0]}), the file is cut "
-                     f"short or damaged; {how_to_replace(Path(file).parent)}")
+    return UserError(f"{file}: the adapter weights cannot be read ({(str(err).splitlines() or [type(err).__name__])[0]}"
+                     f"), the file is cut short or damaged; {how_to_replace(Path(file).parent, Path(file).name)}")
 
 
-def how_to_replace(adapter_dir: Path) -> str:
-    """The fix for a damaged adapter/: the newest checkpoint's copy, when the run kept one, or training again."""
+def how_to_replace(adapter_dir: Path, name: str = "adapter_model.safetensors") -> str:
+    """The fix for a damaged file of adapter/: the newest checkpoint's copy, when the run kept one, or training
+    again."""
     checkpoints = [c for c in adapter_dir.parent.glob("checkpoint-*") if c.name.split("-")[-1].isdigit()
-                   and (c / "adapter_model.safetensors").is_file()]
+                   and (c / name).is_file()]
     if checkpoints:
         newest = max(checkpoints, key=lambda c: int(c.name.split("-")[-1]))
-        return (f"copy adapter_model.safetensors from the newest checkpoint ({newest}) into {adapter_dir}, or "
+        return (f"copy {name} from the newest checkpoint ({newest}) into {adapter_dir}, or "
                 "run the recipe again")
     return "run the recipe again to save it (this run kept no checkpoint to copy it from)"
 

@@ -10,8 +10,8 @@ from common.errors import UserError
 from common.export.atomic_files import remove_stale_partials
 from common.export.destination import check_free_space, check_output_dir
 from common.export.gguf import BYTES_PER_PARAM
-from common.export.merge import (base_config, check_adapter_weights, count_parameters, is_encoder_decoder,
-                                 sixteen_bit_base, tokenizer_bytes)
+from common.export.adapter_check import check_adapter, read_adapter_config
+from common.export.merge import base_config, count_parameters, is_encoder_decoder, sixteen_bit_base, tokenizer_bytes
 from common.export.request import TARGETS, parse_quants, refuse_gguf
 from common.export.source_record import adapter_record, origin, refuse_stale
 from common.four_bit import read_4bit_layers
@@ -57,7 +57,7 @@ def read_run(run_dir) -> Run:
     if not config_file.is_file():
         raise UserError(f"{run_dir}: no adapter/adapter_config.json; give the directory of a finished run "
                         "(it holds adapter/ and run_config.json)")
-    base = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    base = read_adapter_config(config_file).get("base_model_name_or_path")
     if not base:
         raise UserError(f"{config_file}: base_model_name_or_path is empty; pass the 16-bit base model with --base")
     run_config = run_dir / "run_config.json"
@@ -98,7 +98,7 @@ def plan_export(run_dir, to: str, quants, out_dir, overwrite: bool, verify: bool
     run = read_run(run_dir)
     out = Path(out_dir) if out_dir else run.dir / "export"
     check_output_dir(out, run.dir)
-    check_adapter_weights(run.adapter_dir)  # every target needs them whole: "loads with PEFT" is then true
+    check_adapter(run.adapter_dir, base_model(base, run))  # before anything is written
     name = run.dir.resolve().name
     asked = parse_quants(quants) if to == "gguf" else []
     quant_list = ["f16"] + [q for q in asked if q != "f16"] if to == "gguf" else []  # f16 first

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from common.export.atomic_files import publish, remove, temporary_name
-from common.export.destination import dir_size, size_text
-from common.export.gguf import LoadExpectation, adds_bos, convert_to_gguf, quantize_gguf
+from common.errors import is_disk_full, no_space_left
+from common.export.destination import dir_size, disk_filled_up, size_text
+from common.export.gguf import LoadExpectation, adds_bos, convert_to_gguf, quantize_gguf, thinking_by_default
 from common.export.merge import check_merged_loads, merge_to_16bit
 from common.export.modelfile import checked_format, pinned_date, write_modelfile
 from common.export.plan import Plan, plan_export
@@ -77,6 +78,11 @@ def copy_adapter(plan: Plan, seconds: dict) -> Path:
     try:
         shutil.copytree(plan.run.adapter_dir, tmp)
         publish(tmp, target)
+    except Exception as err:  # shutil.Error wraps the OSError of each file it could not copy
+        if not (is_disk_full(err) or isinstance(err, shutil.Error) and no_space_left(target.parent)):
+            raise
+        remove(tmp)
+        raise disk_filled_up(target) from None
     finally:
         remove(tmp)
     seconds["adapter"] = time.time() - start
@@ -116,6 +122,10 @@ def gguf_step(plan: Plan, tokenizer, template: str | None, held_out: list[list[d
     print(plan.eval_note if plan.eval_file else f"warning: {plan.eval_note}")
     sample = (held_out or [[{"role": "user", "content": "Hi"}]])[0]
     expect = load_expectation(merged, tokenizer, template, sample, plan.chat_options)
+    gguf_template = thinking_by_default(tokenizer, template, plan.chat_options, held_out)
+    if gguf_template != template:
+        print(f"gguf: its chat template renders enable_thinking={plan.chat_options['enable_thinking']} unless asked "
+              "otherwise, as the run trained (the base's template defaults to the opposite)")
     ggufs = {}
     for quant in plan.quants:
         target = plan.targets[quant]
@@ -126,7 +136,8 @@ def gguf_step(plan: Plan, tokenizer, template: str | None, held_out: list[list[d
         start = time.time()
         forget_record(target)
         if quant == "f16":
-            convert_to_gguf(merged, target, expect, model_name=Path(plan.base).name)
+            convert_to_gguf(merged, target, expect, model_name=Path(plan.base).name,
+                            chat_template=gguf_template if gguf_template != template else None)
         else:
             quantize_gguf(plan.targets["f16"], target, quant, expect)
         write_record(target, {**plan.record, "quant": quant})
