@@ -71,15 +71,15 @@ def rows_for(run_dir: Path) -> list[tuple[str, str, str]]:
             export_run(run_dir, "gguf", ["q8_0", "q4_k_m"], out_dir=run_dir / "export-original",
                        merge_onto="original")
     for label, out in exports:
-        from common.export.fine_tune import check_fine_tune_kept
+        from common.export.fine_tune import merged_held_out_loss
         from common.tokenizer import load_tokenizer
         merged = out / "merged16"
         config = json.loads((run_dir / "run_config.json").read_text(encoding="utf-8"))
-        loss = check_fine_tune_kept(merged, load_tokenizer(merged), run_dir, config,
-                                    ROOT / config["eval_file"])["merged16"]
+        loss = merged_held_out_loss(merged, load_tokenizer(merged), config, ROOT / config["eval_file"])
         rows.append((f"{kind} -> merged16{label}", f"{loss:.3f}", count(merged_replies(merged, prompts))))
-        for quant in ("f16", "q8_0", "q4_k_m"):
-            gguf = next((out / "gguf").glob(f"*-{quant}.gguf"))
+        for gguf in sorted((out / "gguf").glob("*.gguf"), key=lambda f: ("f16", "q8_0", "q4_k_m").index(
+                f.stem.rsplit("-", 1)[-1])):
+            quant = gguf.stem.rsplit("-", 1)[-1]
             rows.append((f"{kind} -> GGUF {quant}{label}", "-", count(gguf_replies(gguf, prompts))))
     return rows
 

@@ -26,12 +26,7 @@ def check_fine_tune_kept(merged_dir: Path, tokenizer, run_dir: Path, run_config:
     """{"merged16", "trained", "base", "lost"}; prints the verdict line; raises UserError when the export lost the
     fine-tune. A run whose eval.json has no held-out losses to compare with (a vision or seq2seq run, a run from
     an older recipe) is said so and skipped."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from common.data import load_conversations
-    from common.evaluate import held_out_loss
-    from common.labels import build_dataset
+    from transformers import AutoConfig
 
     measured = read_measured(Path(run_dir))
     config = AutoConfig.from_pretrained(merged_dir)
@@ -39,15 +34,7 @@ def check_fine_tune_kept(merged_dir: Path, tokenizer, run_dir: Path, run_config:
         print(f"fine-tune check: skipped, {Path(run_dir) / 'eval.json'} has no held-out loss per assistant token to "
               "compare with (the text recipes write it after training)")
         return {}
-    examples, _ = build_dataset(
-        tokenizer, load_conversations(eval_file).conversations, run_config.get("label_layout", "all_turns"),
-        run_config.get("max_seq_length", 2048), source=str(eval_file), empty_think=run_config.get("empty_think", True),
-        thinking=run_config.get("thinking", "on"))
-    on_gpu = torch.cuda.is_available()  # on a CPU the 16-bit weights are computed in float32
-    model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype="auto" if on_gpu else torch.float32,
-                                                 device_map="auto" if on_gpu else None).eval()
-    merged = held_out_loss(model, examples)
-    del model
+    merged = merged_held_out_loss(merged_dir, tokenizer, run_config, eval_file)
     trained, base = measured["tuned"], measured["base"]
     result = {"merged16": merged, "trained": trained, "base": base, "lost": lost_share(merged, trained, base)}
     line = f"held-out loss {merged:.3f} vs {trained:.3f} trained, base {base:.3f}"
@@ -58,6 +45,26 @@ def check_fine_tune_kept(merged_dir: Path, tokenizer, run_dir: Path, run_config:
                            "original" if run_config.get("load_in_4bit") else "Report this: it is a bug"))
     print(f"merged16 keeps the fine-tune: {line} ({describe(result)})")
     return result
+
+
+def merged_held_out_loss(merged_dir: Path, tokenizer, run_config: dict, eval_file: Path) -> float:
+    """merged16 loaded back as a user loads it, and its held-out loss per assistant token on eval_file, rendered and
+    labelled with the run's settings (run_config.json) as the recipe measured the trained model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from common.data import load_conversations
+    from common.evaluate import held_out_loss
+    from common.labels import build_dataset
+
+    examples, _ = build_dataset(
+        tokenizer, load_conversations(eval_file).conversations, run_config.get("label_layout", "all_turns"),
+        run_config.get("max_seq_length", 2048), source=str(eval_file), empty_think=run_config.get("empty_think", True),
+        thinking=run_config.get("thinking", "on"))
+    on_gpu = torch.cuda.is_available()  # on a CPU the 16-bit weights are computed in float32
+    model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype="auto" if on_gpu else torch.float32,
+                                                 device_map="auto" if on_gpu else None).eval()
+    return held_out_loss(model, examples)
 
 
 def read_measured(run_dir: Path) -> dict | None:
