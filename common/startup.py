@@ -1,15 +1,18 @@
 """What torch, bitsandbytes, datasets and Unsloth read only as they load: set before, by the first import of every
 recipe, script and notebook. It imports nothing heavy itself, and a value the user set is kept.
 
-- Idle OpenMP threads sleep instead of spinning: OMP_WAIT_POLICY=PASSIVE. torch runs a CPU operation on a team of
-  threads (its libgomp, one a core); by default a thread that has finished its share, or waits for the next one,
-  spins for about 300,000 turns (GOMP_SPINCOUNT) before it sleeps. Alone on the CPU that costs nothing. Beside other
-  busy processes it takes the core the thread with the work needs, and a training step is thousands of small
-  operations, each waiting at a barrier: on 2 cores beside two busy torch processes the tiny run trained 8 steps in
-  about 195 s instead of 6.5 s (dev/busy_neighbours.py). libgomp reads the variable once, as it loads with torch, so
-  it is set here, before; the processes a run starts (the GGUF converter, llama.cpp's load check, a benchmark's
-  runs) inherit it. Every libgomp reads it: bitsandbytes' and llama.cpp's libraries link the one torch loaded (the
-  same soname), sentencepiece loads a copy of its own. OMP_WAIT_POLICY=ACTIVE, set by hand, spins.
+- Idle OpenMP threads spin briefly, then sleep: GOMP_SPINCOUNT=2500, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is
+  set. torch runs a CPU operation on a team of threads (its libgomp, one a core); a thread that has finished its
+  share, or waits for the next operation, spins up to GOMP_SPINCOUNT turns before it sleeps: 300,000 by default,
+  milliseconds. Alone on the CPU that costs nothing; beside other busy processes the spinning threads take the cores
+  the working ones need, and a training step is thousands of small operations, each waiting: on 2 cores beside two
+  busy torch processes the tiny run trained 8 steps in 195 s instead of 6.5 s with OMP_WAIT_POLICY=PASSIVE (no
+  spinning). PASSIVE alone costs the idle case instead: each operation then waits for a sleeping thread to wake, and
+  the tiny run trained 1.6 to 2.2x slower. 2,500 turns (about 60 microseconds there) was as fast as the default on
+  the idle CPU and 1.35x PASSIVE's time beside two busy processes; dev/busy_neighbours.py measures both. libgomp
+  reads the variable once, as it loads with torch, so it is set here, before; the processes a run starts (the GGUF
+  converter, llama.cpp's load check, a benchmark's runs) inherit it. Every libgomp reads it: bitsandbytes' and
+  llama.cpp's libraries link the one torch loaded (the same soname), sentencepiece loads a copy of its own.
 - What libraries log as they load and a user of this project can do nothing about stays unsaid: torch's deprecation
   notice for torchao's enums (torchao registers them as pytree constants) and bitsandbytes' advice to `pip install
   kernels` (a kernel fetched from the hub; its own CPU kernels run without it). Each is the only message its logger
@@ -25,7 +28,8 @@ import os
 import re
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:  # the user's choice stands
+    os.environ["GOMP_SPINCOUNT"] = "2500"
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

@@ -1,18 +1,20 @@
-"""The tiny run's training time alone on the CPU and beside busy processes, with the OpenMP wait policy the recipe
-sets itself (common/startup.py) and set by hand. A developer's measurement, not a test: the numbers depend on the
-machine and on whatever else runs on it, so the load average is printed beside each.
+"""The tiny run's training time alone on the CPU and beside busy processes, with the OpenMP waiting the recipe sets
+itself (common/startup.py) and set by hand. A developer's measurement, not a test: the numbers depend on the machine
+and on whatever else runs on it, so the load average is printed beside each.
 
     python dev/busy_neighbours.py                            # 8 steps; alone and beside 2 busy processes; twice each
-    python dev/busy_neighbours.py --repeat 3 --policies default,PASSIVE,ACTIVE --load-in-4bit
+    python dev/busy_neighbours.py --repeat 3 --policies default,PASSIVE,1000,2000 --load-in-4bit
     python dev/busy_neighbours.py --root ../before           # the recipe of another checkout (before a change)
+    python dev/busy_neighbours.py --neighbours 0 --steps 38 --repeat 4     # alone only: the idle machine's case
 
 A case is one run of `recipes/deepseek_multiturn.py --model tiny --max-steps N --eval-prompts 0`, its own process,
 timed by its own "trained N steps in S s" line (the training loop only). Its policy is
-  default   OMP_WAIT_POLICY not set: what a user who sets nothing gets (this checkout: common/startup.py's PASSIVE)
+  default   OMP_WAIT_POLICY and GOMP_SPINCOUNT not set: what a user who sets nothing gets (common/startup.py's)
   PASSIVE   OMP_WAIT_POLICY=PASSIVE set by hand (idle OpenMP threads sleep)
   ACTIVE    OMP_WAIT_POLICY=ACTIVE set by hand (idle OpenMP threads spin)
+  N         GOMP_SPINCOUNT=N set by hand (a number): an idle thread spins N turns, then sleeps (default: 300,000)
 A busy neighbour is a plain torch process multiplying 1024x1024 matrices in a loop, started before the run and
-stopped after it, with libgomp's own default wait policy (OMP_WAIT_POLICY unset), as an unrelated program has.
+stopped after it, with libgomp's own defaults (neither variable set), as an unrelated program has.
 Prints each run and, per policy, the median time alone, beside the neighbours, and their ratio; writes the raw
 numbers to OUT/results.json (--out, default runs/busy_neighbours).
 """
@@ -56,7 +58,9 @@ def stop(neighbours: list[subprocess.Popen]) -> None:
 
 def one_run(root: Path, policy: str, neighbours: int, steps: int, flags: list[str], base_env: dict) -> dict:
     env = dict(base_env)
-    if policy != "default":
+    if policy.isdigit():
+        env["GOMP_SPINCOUNT"] = policy
+    elif policy != "default":
         env["OMP_WAIT_POLICY"] = policy
     env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [base_env.get("PYTHONPATH")])])
     busy = start_neighbours(neighbours, base_env)
@@ -85,20 +89,22 @@ def main(argv=None):
                         help="busy processes beside the run (default 2; 0: only the runs alone)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each case (default 2)")
     parser.add_argument("--policies", default="default,PASSIVE",
-                        help="comma-separated, of: " + ", ".join(POLICIES) + " (default: default,PASSIVE)")
+                        help="comma-separated, of: " + ", ".join(POLICIES) + ", or a number: GOMP_SPINCOUNT "
+                        "(default: default,PASSIVE)")
     parser.add_argument("--load-in-4bit", action="store_true", help="the 4-bit QLoRA path (bitsandbytes' CPU backend)")
     parser.add_argument("--root", default=str(ROOT), help="the checkout whose recipe runs (default: this one)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "busy_neighbours"))
     args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",")]
-    if any(p not in POLICIES for p in policies) or args.steps < 1 or args.repeat < 1 or args.neighbours < 0:
-        raise UserError(f"--policies takes {', '.join(POLICIES)}; --steps and --repeat must be positive, "
-                        "--neighbours 0 or more")
+    if any(p not in POLICIES and not p.isdigit() for p in policies):
+        raise UserError(f"--policies {args.policies}: choose from {', '.join(POLICIES)}, or numbers (GOMP_SPINCOUNT)")
+    if args.steps < 1 or args.repeat < 1 or args.neighbours < 0:
+        raise UserError("--steps and --repeat must be positive, --neighbours 0 or more")
     root = Path(args.root).resolve()
     if not (root / "recipes" / "deepseek_multiturn.py").is_file():
         raise UserError(f"--root {root}: no recipes/deepseek_multiturn.py there")
-    # What the user's shell has, without a wait policy: the recipe decides (default) or the case sets it.
-    base_env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    # What the user's shell has, without a wait policy or spin count: the recipe decides (default) or the case does.
+    base_env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     flags = ["--load-in-4bit"] if args.load_in_4bit else []
     beside = f" and beside {args.neighbours} busy torch processes" if args.neighbours else ""
     print(f"{root}: {args.steps} steps of the tiny run{', 4-bit' if flags else ''}; {os.cpu_count()} CPU cores; "

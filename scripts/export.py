@@ -16,7 +16,7 @@ one made from another adapter (another run, or this one before --resume trained 
 import argparse
 import sys
 
-import common.startup  # noqa: F401  before torch: idle threads sleep, not spin (common/startup.py)
+import common.startup  # noqa: F401  before torch loads: how long idle threads spin (common/startup.py)
 from common.errors import report_user_errors
 from common.export import QUANTS, TARGETS, export_run, export_target
 
