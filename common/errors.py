@@ -1,16 +1,11 @@
 """Errors a user can fix (bad data, bad config): shown as one line and exit code 2, not a traceback."""
 import errno
 import json
-import logging
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
-
-# torchao (imported by transformers and Unsloth) registers Enums with an API torch 2.14 deprecates, and torch logs a
-# warning line for it on every start; it is harmless and only hides the one line an error should be.
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 class UserError(Exception):

@@ -5,7 +5,7 @@ docs/four-bit-on-cpu.md; not a test.
     python dev/cpu_4bit_speed.py                 # 12 steps each, sequences cut at 256 tokens
     python dev/cpu_4bit_speed.py --steps 24
 
-Each run is its own process, one at a time, with OMP_WAIT_POLICY=PASSIVE (see tests/conftest.py). The numbers are
+Each run is its own process, one at a time, so that no two share the cores. The numbers are
 the recipes' own "trained N steps in S s (T tokens/s)" line: real (unpadded) tokens over the training loop's time.
 """
 import argparse
@@ -41,8 +41,7 @@ def tokens_per_s(recipe: str, flags: list[str], four_bit: bool, steps: int) -> s
                    "--load-in-4bit" if four_bit else "--no-load-in-4bit"]
         if recipe != "mt0_seq2seq":  # mt0 keeps the article's 256 already
             command += ["--max-seq-length", "256"]
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                                env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     found = SPEED.search(result.stdout)
     if result.returncode or not found:
         return f"failed ({(result.stderr.strip().splitlines() or ['?'])[-1][:80]})"

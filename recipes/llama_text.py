@@ -27,7 +27,10 @@ Unsloth on an H100, not of this recipe: should fit a free 15 GB T4); --init piss
 Every config field below can be overridden with --field-name value (python ... --help lists them).
 """
 # %% config
-from unsloth import FastLanguageModel, is_bfloat16_supported  # first: Unsloth patches transformers and TRL
+from common.startup import unsloth_banner_hidden  # before torch loads: how long idle threads spin (common/startup.py)
+
+with unsloth_banner_hidden():  # Unsloth prints a banner as it loads, and has no switch for it
+    from unsloth import FastLanguageModel, is_bfloat16_supported  # first: Unsloth patches transformers and TRL
 
 import dataclasses
 import gc

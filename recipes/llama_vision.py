@@ -28,7 +28,10 @@ Export: adapter and merged16 (scripts/export.py); GGUF is refused: llama.cpp has
 Every config field below can be overridden with --field-name value (python ... --help lists them).
 """
 # %% config
-import unsloth  # noqa: F401  first: Unsloth patches transformers and TRL (on a CPU: TRL's fused loss)
+from common.startup import unsloth_banner_hidden  # before torch loads: how long idle threads spin (common/startup.py)
+
+with unsloth_banner_hidden():  # Unsloth prints a banner as it loads, and has no switch for it
+    import unsloth  # noqa: F401  first: Unsloth patches transformers and TRL (on a CPU: TRL's fused loss)
 
 import dataclasses
 import gc

@@ -27,6 +27,8 @@ only q, k, v, o and wi become nf4; the embedding, lm_head and wo stay float32 (s
 Every config field below can be overridden with --field-name value; switches are --flag / --no-flag (--help lists them).
 """
 # %% config
+import common.startup  # noqa: F401  before torch loads: how long idle threads spin (common/startup.py)
+
 import dataclasses
 import gc
 import json

@@ -45,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import common.startup  # noqa: E402, F401  before torch loads: how long idle threads spin (common/startup.py)
 from common.errors import UserError, report_user_errors  # noqa: E402
 
 ARCHS = ["tiny", "llama-3.1-8b", "llama-3.2-3b", "deepseek-llm-7b", "llama-3.2-11b-vision"]

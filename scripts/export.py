@@ -21,6 +21,7 @@ this one before --resume trained it further) is never reused.
 import argparse
 import sys
 
+import common.startup  # noqa: F401  before torch loads: how long idle threads spin (common/startup.py)
 from common.errors import report_user_errors
 from common.export import MERGE_ONTO, QUANTS, TARGETS, export_run, export_target
 from common.smollm2 import SMOLLM2

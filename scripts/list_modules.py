@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections import defaultdict
 
+import common.startup  # noqa: F401  before torch loads: how long idle threads spin (common/startup.py)
 import torch
 
 from common.errors import UserError, report_user_errors

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import common.startup  # noqa: E402, F401  before torch loads: how long idle threads spin (common/startup.py)
 from common.errors import report_user_errors  # noqa: E402
 from common.memory_plan import GPUS, check_references, plan_memory  # noqa: E402
 

@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 
+import common.startup  # noqa: F401  before torch loads: how long idle threads spin (common/startup.py)
 from common.data import DataError, read_records, to_messages
 from common.errors import UserError, report_user_errors
 from common.hub import check_model_available

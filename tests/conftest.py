@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+# The environment of the shell that started the tests, before common.startup adds to this process's own: what every
+# command the tests run starts from, so that each sets what common.startup sets itself, as it does for a user.
+SHELL_ENVIRONMENT = dict(os.environ)
+import common.startup  # noqa: E402, F401  before torch loads here (the fixtures, the tests' own imports)
+
 ROOT = Path(__file__).resolve().parent.parent
-# Idle OpenMP threads sleep instead of spinning. A process here holds two OpenMP runtimes (torch's own libgomp and
-# the system one bitsandbytes' CPU backend links), each with a thread per core; spinning, they and a second process
-# (the test and its recipe subprocess, torchrun's two ranks) starve each other: measured on 2 cores, a 4-bit tiny run
-# took 174 s instead of 4.7 s while another process was busy. Set before torch is imported, so every process has it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +46,7 @@ def tiny_llama3_tokenizer():
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_CACHE": tempfile.mkdtemp(prefix="tests-hub-cache-")}
 os.environ.update(OFFLINE)
-ENVIRONMENT = {**os.environ, "PYTHONUNBUFFERED": "1"}
+ENVIRONMENT = {**SHELL_ENVIRONMENT, **OFFLINE, "PYTHONUNBUFFERED": "1"}
 
 
 class Zygotes:

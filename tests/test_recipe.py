@@ -1,6 +1,7 @@
 """recipes/deepseek_multiturn.py --model tiny, end to end, the way a user runs it."""
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,11 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     result = run(["-c", RUN_AND_PROBE, "--model", "tiny", "--output-dir", out])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out, result.stdout
+    return out, result.stdout, result.stderr
 
 
 def test_loss_falls_and_counts_are_logged(tiny_run):
-    out, stdout = tiny_run
+    out, stdout, _ = tiny_run
     losses = [e["loss"] for e in json.loads((out / "log_history.json").read_text()) if "loss" in e]
     assert len(losses) >= 20
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
@@ -48,11 +49,19 @@ def test_loss_falls_and_counts_are_logged(tiny_run):
     assert len(evaluation["replies"]) == 3 and all({"base", "tuned"} <= set(r) for r in evaluation["replies"])
 
 
+def test_the_log_shows_the_training_bar_and_no_dataset_bars(tiny_run):
+    """TRL's dataset preparation (milliseconds of work) shows no progress bars (common/startup.py); training does."""
+    _, stdout, stderr = tiny_run
+    assert "Truncating train dataset" not in stdout + stderr
+    assert "Dropping fully masked examples" not in stdout + stderr
+    assert re.search(r"\| 38/38 \[", stderr), stderr[-2000:]  # transformers' bar for the 38 training steps
+
+
 def test_adapter_reloads_with_identical_logits(tiny_run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    out, _ = tiny_run
+    out, _, _ = tiny_run
     adapter = out / "adapter"
     assert (adapter / "adapter_model.safetensors").exists() and (adapter / "adapter_config.json").exists()
     config = json.loads((out / "run_config.json").read_text())
@@ -126,7 +135,7 @@ def test_killed_run_resumes_to_the_same_loss_curve(tiny_run, tmp_path):
     import sys
     import time
 
-    whole, _ = tiny_run
+    whole, _, _ = tiny_run
     args = ["recipes/deepseek_multiturn.py", "--model", "tiny"]
     killed_dir = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, *args, "--output-dir", str(killed_dir)], cwd=ROOT,

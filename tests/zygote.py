@@ -10,8 +10,9 @@ script, -c CODE or -m MODULE), working directory and environment; its exit code 
 the stand-in's. It starts from the server's imported libraries, as a fresh interpreter would after the same imports,
 so there are two servers: "unsloth" (Unsloth first, then TRL, PEFT, transformers), for code that imports Unsloth,
 as the recipes do first of all; and "plain" (torch, transformers, PEFT, datasets), for everything else, which never
-runs with Unsloth's patches applied. An environment variable can be read at import time, which happened before the
-fork: a command whose environment differs from the server's (beyond RUNTIME_VARIABLES) gets a fresh interpreter.
+runs with Unsloth's patches applied. Each imports common.startup before them, as every recipe and script does. An
+environment variable can be read at import time, which happened before the fork: a command whose environment differs
+from the server's (beyond RUNTIME_VARIABLES) gets a fresh interpreter.
 """
 import json
 import os
@@ -23,8 +24,10 @@ import sys
 # Variables read when used, not at import, or applied to the child here: they may differ from the server's.
 RUNTIME_VARIABLES = {"PYTHONUNBUFFERED", "PYTHONPATH", "OMP_NUM_THREADS", "TINY_MODEL_CACHE", "PWD", "OLDPWD", "_",
                      "SHLVL", "COLUMNS", "LINES"}
-PRELOAD = {"unsloth": ["unsloth", "trl", "peft", "transformers", "datasets", "torch"],  # Unsloth first, as recipes do
-           "plain": ["torch", "transformers", "peft", "datasets", "safetensors"]}
+# common.startup first, as every recipe and script imports it (it sets what torch reads as it loads); then Unsloth
+# first, as recipes import it.
+PRELOAD = {"unsloth": ["common.startup", "unsloth", "trl", "peft", "transformers", "datasets", "torch"],
+           "plain": ["common.startup", "torch", "transformers", "peft", "datasets", "safetensors"]}
 
 
 def child_environment(wanted: dict, before: dict, after: dict) -> dict | None:

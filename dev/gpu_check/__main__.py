@@ -66,6 +66,7 @@ ROOT = PACKAGE_DIR.parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != PACKAGE_DIR]
 sys.path.insert(0, str(ROOT))
 
+import common.startup  # noqa: E402, F401  before torch loads: how long idle threads spin (common/startup.py)
 from common.errors import UserError, report_user_errors  # noqa: E402
 from dev.gpu_check.context import Context, item, load_json  # noqa: E402
 from dev.gpu_check.export import export_worker  # noqa: E402
