@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+import common.startup  # noqa: F401  before torch loads: how long idle threads spin (common/startup.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 STYLE_OPEN, STYLE_CLOSE = "Ahoy!", "Fair winds!"
 

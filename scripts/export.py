@@ -12,7 +12,7 @@ A 4-bit (QLoRA) run is merged onto its 4-bit layers as it trained on them, dequa
 learned to correct (--merge-onto original: onto the 16-bit weights they were quantized from instead).
 --verify first checks that merged16 keeps the fine-tune: its held-out loss per assistant token on the run's
 held-out conversations (run_config.json's eval_file) against the trained model's and the base's, which the recipe
-measured after training; an export that lost more than 5% of the improvement stops with exit code 2, files kept.
+measured after training; an export that lost more than 2% of the improvement stops with exit code 2, files kept.
 With --to gguf it then loads each GGUF with llama.cpp and merged16 with transformers, renders those conversations
 with each side's own chat template, and prints whether the prompt token ids match and how often the greedy tokens
 agree. An existing export is only replaced with --overwrite, and one made from another adapter (another run, or
