@@ -21,7 +21,10 @@ def report_user_errors(exc_type, exc, tb):
     line = f"error: {exc}"
     if tell_the_launcher(line):
         line += " (the launcher's report of the stopped processes follows, and ends with this line as their cause)"
-    print(line, file=sys.stderr, flush=True)
+    # One write, so the line leaves in one piece: print() writes the text and its newline apart, and unbuffered
+    # (PYTHONUNBUFFERED) the two processes of a torchrun run then print "error: ...error: ...\n\n" as one line.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
     sys.__stderr__.flush()  # os._exit skips the interpreter's own flushing: whatever stderr was swapped for
     os._exit(2)  # an excepthook cannot choose the exit code any other way
 
