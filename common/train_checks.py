@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from common.errors import UserError, is_disk_full
+from common.runs import newest_checkpoint
 
 # transformers' OptimizerNames and SchedulerType values that make sense for LoRA here (tests check each is valid).
 Optimizer = Literal["adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_bnb_8bit", "adamw_torch",
@@ -79,10 +80,11 @@ def disk_full_is_an_error(run_dir: Path):
         path = Path(getattr(err, "filename", None) or last_written(run_dir) or run_dir)
         removed = remove_cut_off(Path(run_dir), path)
         free = shutil.disk_usage(run_dir).free
+        kept = newest_checkpoint(run_dir, log=lambda message: None)
+        start = f"from {kept.name}, the newest complete checkpoint" if kept else "from step 0: no checkpoint was done"
         raise UserError(f"the disk holding {run_dir} is full: {path} could not be written, {free / 1e6:.1f} MB is "
                         "free" + (f"; removed what it cut off ({', '.join(map(str, removed))})" if removed else "")
-                        + f"; free some space, then continue with --output-dir {run_dir} --resume (the newest "
-                        "complete checkpoint is kept)") from None
+                        + f"; free some space, then continue with --output-dir {run_dir} --resume ({start})") from None
 
 
 def last_written(run_dir: Path) -> Path | None:

@@ -234,7 +234,8 @@ def test_disk_full_in_the_tokenizers_library_while_training_is_one_line(tmp_path
     with pytest.raises(UserError, match=rf"^the disk holding {run_dir} is full: {run_dir}/checkpoint-2/tokenizer.json "
                                         r"could not be written, [\d,.]+ MB is free; removed what it cut off "
                                         rf"\({run_dir}/checkpoint-2\); free some space, then continue with "
-                                        rf"--output-dir {run_dir} --resume"):
+                                        rf"--output-dir {run_dir} --resume \(from step 0: no checkpoint was "
+                                        r"done\)$"):
         with disk_full_is_an_error(tmp_path):
             raise Exception(f"{NO_SPACE} (os error 28)")
     assert not (tmp_path / "checkpoint-2").exists()
@@ -274,8 +275,8 @@ def test_disk_full_while_the_trainer_writes_optimizer_pt_is_one_line(tmp_path, m
     with pytest.raises(UserError, match=rf"^the disk holding {run_dir} is full: {run_dir}/checkpoint-4/optimizer.pt "
                                         r"could not be written, 0\.0 MB is free; removed what it cut off "
                                         rf"\({run_dir}/checkpoint-4\); free some space, then continue with "
-                                        rf"--output-dir {run_dir} --resume \(the newest complete checkpoint is "
-                                        r"kept\)$"):
+                                        rf"--output-dir {run_dir} --resume \(from checkpoint-2, the newest "
+                                        r"complete checkpoint\)$"):
         with disk_full_is_an_error(tmp_path):
             with open(cut_off / "optimizer.pt", "wb") as half:  # what the stream wrote before the disk was full
                 half.write(b"PK\x03\x04 half an archive")
