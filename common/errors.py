@@ -18,6 +18,9 @@ def report_user_errors(exc_type, exc, tb):
     if not issubclass(exc_type, UserError):
         return sys.__excepthook__(exc_type, exc, tb)
     sys.stdout.flush()
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):  # a training bar stopped mid-line
+        bar.close()  # ends its line, so the error starts on its own
     line = f"error: {exc}"
     if tell_the_launcher(line):
         line += " (the launcher's report of the stopped processes follows, and ends with this line as their cause)"

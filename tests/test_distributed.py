@@ -91,32 +91,6 @@ def test_resume_continues_under_torchrun(runs):
     assert sorted(losses(root / "two")) == list(range(1, 9))
 
 
-def test_the_error_line_leaves_in_one_write(monkeypatch, tmp_path):
-    """Both processes of a torchrun run print their line at once: print() wrote the text and its newline apart, so
-    with PYTHONUNBUFFERED the two lines came out as "error: ...error: ...", one line, then two newlines."""
-    from common.errors import UserError, report_user_errors
-
-    class Writes:
-        def __init__(self):
-            self.calls = []
-
-        def write(self, text):
-            self.calls.append(text)
-
-        def flush(self):
-            pass
-
-    stderr = Writes()
-    monkeypatch.setattr("sys.stderr", stderr)
-    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))
-    monkeypatch.setattr("os._exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
-    with pytest.raises(SystemExit) as exit_code:
-        report_user_errors(UserError, UserError("data.jsonl:1: messages: no assistant turn"), None)
-    assert exit_code.value.code == 2
-    assert len(stderr.calls) == 1 and stderr.calls[0].startswith("error: data.jsonl:1: ") \
-        and stderr.calls[0].endswith("as their cause)\n"), stderr.calls
-
-
 def test_a_data_error_under_torchrun_is_shown(tmp_path):
     """torch's init_process_group wraps the excepthook and buffers what it prints until the hook returns, and
     report_user_errors exits (os._exit(2)) before that: both ranks printed nothing, and the user saw only torchrun's
