@@ -54,6 +54,7 @@ def make_run(run_dir: Path, chat_format: str, seed: int | None = None) -> Path:
 def export(*args):
     result = run(["scripts/export.py", *args])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "falling back" not in result.stderr  # llama.cpp's quantizer warns per tensor: said in one line instead
     return result.stdout
 
 
@@ -66,6 +67,29 @@ def exported(request, tmp_path_factory):
     outputs["gguf"] = export(run_dir, "--to", "gguf", "--quant", ",".join(QUANTS), "--verify")
     print(f"\n[{request.param}]\n" + "\n".join(outputs.values()))
     return run_dir, run_dir / "export", outputs
+
+
+def test_the_quantizer_says_in_one_line_which_tensors_it_stored_in_another_type(exported):
+    """q4_k_m's blocks hold 256 values, and the tiny model's rows are 128 or 256 wide: llama.cpp stores those it
+    cannot split in another type, and said so once per tensor on stderr."""
+    _, _, outputs = exported
+    notes = [line for line in outputs["gguf"].splitlines() if "llama.cpp stored" in line]
+    assert len(notes) == 1 and re.fullmatch(r"gguf q4_k_m: llama\.cpp stored \d+ of \d+ tensors in another type "
+                                            r"\((\d+ as \w+(, )?)+\): their rows \([\d, ]+ wide\) are not a multiple "
+                                            r"of 256, the block size q4_k_m needs", notes[0]), notes
+
+
+def test_the_quantizer_note_reads_llama_cpps_log_in_pieces():
+    from common.export.gguf import fallback_note
+
+    log = ["llama_model_quantize_impl: ", "blk.0.attn_k.weight", "                 - ncols    576 not divisible by",
+           "  256 (required for type    q4_K) -> falling back to    q5_0\n",
+           "blk.0.attn_v.weight - ncols    576 not divisible by  256 (required for type    q6_K) -> falling back to "
+           "   q8_0\n", "llama_model_quantize_impl: WARNING: 2 of 30 tensor(s) required fallback quantization\n"]
+    assert fallback_note("q4_k_m", log) == ("gguf q4_k_m: llama.cpp stored 2 of 30 tensors in another type (1 as q5_0, "
+                                            "1 as q8_0): their rows (576 wide) are not a multiple of 256, the block "
+                                            "size q4_k_m needs")
+    assert fallback_note("q8_0", ["llama_model_quantize_impl: model size = 256.6 MB\n"]) is None
 
 
 def test_adapter_export_is_the_run_adapter(exported):

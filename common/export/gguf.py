@@ -4,12 +4,15 @@ llama.cpp loads and runs each file before it gets its final name.
 The check runs in a child process (`python -m common.export.gguf FILE EXPECTED_JSON`): a GGUF with a broken vocabulary
 can make llama.cpp abort the whole process (std::terminate on `unordered_map::at`), which no try/except catches.
 """
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,28 +116,76 @@ def thinking_by_default(tokenizer, template: str | None, chat_options: dict, con
     return fixed
 
 
-def quantize_gguf(f16_file: Path, out: Path, quant: str, expect: LoadExpectation):
-    """llama.cpp's own quantizer (llama_model_quantize, through llama-cpp-python)."""
-    import logging
-
+def quantize_gguf(f16_file: Path, out: Path, quant: str, expect: LoadExpectation) -> str | None:
+    """llama.cpp's own quantizer (llama_model_quantize, through llama-cpp-python). Returns a line on the tensors it
+    stored in another type (None when none), in place of llama.cpp's warning per tensor."""
     import llama_cpp
 
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # not llama.cpp's per-tensor log
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTS[quant]
     params.nthread = os.cpu_count() or 1
     tmp = temporary_name(out)
     remove(tmp)
+    log: list[str] = []
     try:
-        status = llama_cpp.llama_model_quantize(str(f16_file).encode(), str(tmp).encode(), params)
+        with llama_cpp_log_kept(log):
+            status = llama_cpp.llama_model_quantize(str(f16_file).encode(), str(tmp).encode(), params)
         if status != 0 and no_space_left(out.parent):  # llama.cpp logs why, and returns only a status
             raise disk_filled_up(out)
         if status != 0 or not tmp.is_file():
-            raise UserError(f"llama.cpp's quantizer failed ({status}) making {quant} from {f16_file}")
+            reason = [line.strip() for line in "".join(log).splitlines() if "error" in line.lower()
+                      or "failed" in line.lower()][-1:]
+            raise UserError(f"llama.cpp's quantizer failed ({status}{': ' + reason[0] if reason else ''}) making "
+                            f"{quant} from {f16_file}")
         check_gguf_loads(tmp, expect, shown_as=out)
         publish(tmp, out)
     finally:
         remove(tmp)
+    return fallback_note(quant, log)
+
+
+@contextlib.contextmanager
+def llama_cpp_log_kept(lines: list[str]):
+    """llama.cpp's log appended to `lines` instead of printed. Its quantizer warns once per tensor it cannot store in
+    the type asked (180 lines for SmolLM2's q4_k_m), and llama-cpp-python's level filter cannot hide them: it reads
+    ggml's log levels by their old numbers, so a warning (3) passes as an error."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _logger
+
+    @llama_cpp.llama_log_callback
+    def keep(level, text, user_data):
+        lines.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
+    try:
+        yield
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+def fallback_note(quant: str, log: list[str]) -> str | None:
+    """What llama.cpp's quantizer says, one line per tensor, of the tensors whose rows its block size does not divide
+    (k-quants: 256), which it stores in another type: a line saying how many, as what, and why."""
+    text = "".join(log)  # llama.cpp logs a line in pieces
+    fallbacks = list(FALLBACK.finditer(text))
+    if not fallbacks:
+        return None
+    total = next((int(m.group(2)) for m in FALLBACK_TOTAL.finditer(text)), None)
+    counts = Counter(m.group(4) for m in fallbacks)
+    widths = sorted({int(m.group(1)) for m in fallbacks})
+    stored = ", ".join(f"{n} as {kind}" for kind, n in counts.most_common())
+    return (f"gguf {quant}: llama.cpp stored {len(fallbacks)}{f' of {total}' if total else ''} tensors in another "
+            f"type ({stored}): their rows ({', '.join(map(str, widths))} wide) are not a multiple of "
+            f"{fallbacks[0].group(2)}, the block size {quant} needs")
+
+
+# llama.cpp (src/llama-quant.cpp): "blk.0.attn_k.weight - ncols 576 not divisible by 256 (required for type q4_K)
+# -> falling back to q5_0", and at the end "180 of 272 tensor(s) required fallback quantization"
+FALLBACK = re.compile(r"ncols\s+(\d+) not divisible by\s+(\d+) \(required for type\s+(\w+)\) -> falling back "
+                      r"to\s+(\w+)")
+FALLBACK_TOTAL = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
 
 
 def check_gguf_loads(path: Path, expect: LoadExpectation, shown_as: Path) -> dict:
@@ -178,7 +229,8 @@ def adds_bos(gguf_file: Path) -> bool:
     reads it (with llama.cpp's own default where the file has none)."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(gguf_file), vocab_only=True, verbose=False)
+    with llama_cpp_log_kept([]):  # a vocabulary-only load warns "n_ctx_seq (512) > n_ctx_train (0)": it has no model
+        llm = llama_cpp.Llama(str(gguf_file), vocab_only=True, verbose=False)
     try:
         return bool(llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(llm.model)))
     finally:

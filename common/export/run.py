@@ -135,16 +135,19 @@ def gguf_step(plan: Plan, tokenizer, template: str | None, held_out: list[list[d
             continue
         start = time.time()
         forget_record(target)
+        fallback = None  # llama.cpp's note on the tensors it could not store as `quant`
         if quant == "f16":
             convert_to_gguf(merged, target, expect, model_name=Path(plan.base).name,
                             chat_template=gguf_template if gguf_template != template else None)
         else:
-            quantize_gguf(plan.targets["f16"], target, quant, expect)
+            fallback = quantize_gguf(plan.targets["f16"], target, quant, expect)
         write_record(target, {**plan.record, "quant": quant})
         seconds[quant] = time.time() - start
         ggufs[quant] = target
         print(f"gguf {quant}: {target} ({size_text(target.stat().st_size)}, {seconds[quant]:.1f} s; "
               "llama.cpp loads it and runs a prompt)")
+        if fallback:
+            print(fallback)
     return ggufs
 
 
