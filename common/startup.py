@@ -18,7 +18,10 @@ recipe, script and notebook. It imports nothing heavy itself, and a value the us
   kernels` (a kernel fetched from the hub; its own CPU kernels run without it). Each is the only message its logger
   writes, so that logger's level is raised; no other logger is touched.
 - datasets' progress bars are off: TRL's trainer shows them for work of milliseconds ("Truncating train dataset",
-  "Dropping fully masked examples"). The training progress bar is transformers' own, and stays.
+  "Dropping fully masked examples"). Every other bar shows once its work has taken a second (TQDM_DELAY=1, which
+  tqdm reads as it loads): transformers' "Loading weights" and "Writing model shards" take milliseconds on a small
+  model and minutes on a large one, a download can take either. The training progress bar is transformers' own,
+  and stays.
 - unsloth_banner_hidden(), around `import unsloth`: Unsloth prints a banner as it loads and has no switch for it.
 """
 import contextlib
@@ -31,6 +34,7 @@ import sys
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:  # the user's choice stands
     os.environ["GOMP_SPINCOUNT"] = "2500"
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TQDM_DELAY", "1")  # a bar for work that ends within a second is never drawn
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
