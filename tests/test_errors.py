@@ -48,7 +48,7 @@ def test_a_progress_bar_stopped_mid_line_is_ended_first(monkeypatch, tmp_path):
     from tqdm import tqdm
 
     stderr = captured(monkeypatch, tmp_path)
-    bar = tqdm(total=60, file=sys.stderr, mininterval=0)
+    bar = tqdm(total=60, file=sys.stderr, mininterval=0, delay=0)  # drawn at once (common/startup.py: TQDM_DELAY)
     bar.update(30)
     assert report("the disk holding runs/x is full") == 2
     assert stderr.calls[-1].startswith("error: the disk holding")
