@@ -173,7 +173,7 @@ def fallback_note(quant: str, log: list[str]) -> str | None:
     if not fallbacks:
         return None
     total = next((int(m.group(2)) for m in FALLBACK_TOTAL.finditer(text)), None)
-    counts = Counter(m.group(4) for m in fallbacks)
+    counts = Counter(m.group(3) for m in fallbacks)
     widths = sorted({int(m.group(1)) for m in fallbacks})
     stored = ", ".join(f"{n} as {kind}" for kind, n in counts.most_common())
     return (f"gguf {quant}: llama.cpp stored {len(fallbacks)}{f' of {total}' if total else ''} tensors in another "
@@ -183,7 +183,7 @@ def fallback_note(quant: str, log: list[str]) -> str | None:
 
 # llama.cpp (src/llama-quant.cpp): "blk.0.attn_k.weight - ncols 576 not divisible by 256 (required for type q4_K)
 # -> falling back to q5_0", and at the end "180 of 272 tensor(s) required fallback quantization"
-FALLBACK = re.compile(r"ncols\s+(\d+) not divisible by\s+(\d+) \(required for type\s+(\w+)\) -> falling back "
+FALLBACK = re.compile(r"ncols\s+(\d+) not divisible by\s+(\d+) \(required for type\s+\w+\) -> falling back "
                       r"to\s+(\w+)")
 FALLBACK_TOTAL = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback quantization")
 
